@@ -1,0 +1,42 @@
+/**
+ * @multimeditron/cli: the `multimeditron` command.
+ * @packageDocumentation
+ */
+import 'reflect-metadata';
+import { Command, CommanderError } from 'commander';
+import { registerConfig } from './commands/config.js';
+import { registerDoctor } from './commands/doctor.js';
+import { registerPlugins } from './commands/plugins.js';
+import { EXIT_USAGE, exitCodeFor, printError } from './errors.js';
+
+export { createHost, pluginSource, CLI_ROOT, type HostOptions } from './host.js';
+export { CliExit, EXIT_FAILURES, EXIT_OK, EXIT_USAGE } from './errors.js';
+
+/** Builds the command tree. */
+export function buildProgram(): Command {
+  const program = new Command('multimeditron')
+    .description('MultiMeditron.ts: load, process and embed multimodal medical data with pluggable modalities')
+    .version('0.1.0')
+    .showHelpAfterError()
+    .exitOverride();
+  registerDoctor(program);
+  registerPlugins(program);
+  registerConfig(program);
+  return program;
+}
+
+/** Runs the CLI with `argv` (without node and script) and returns the exit code. */
+export async function run(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.version' || e.code === 'commander.help') return 0;
+      return EXIT_USAGE;
+    }
+    printError(e);
+    return exitCodeFor(e);
+  }
+}
