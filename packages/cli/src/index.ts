@@ -4,7 +4,11 @@
  */
 import 'reflect-metadata';
 import { Command, CommanderError } from 'commander';
+import { registerCheckDataset } from './commands/check-dataset.js';
 import { registerConfig } from './commands/config.js';
+import { registerCreatePlugin } from './commands/create-plugin.js';
+import { registerEmbed } from './commands/embed.js';
+import { registerFeatures } from './commands/features.js';
 import { registerDoctor } from './commands/doctor.js';
 import { registerPlugins } from './commands/plugins.js';
 import { EXIT_USAGE, exitCodeFor, printError } from './errors.js';
@@ -22,6 +26,10 @@ export function buildProgram(): Command {
   registerDoctor(program);
   registerPlugins(program);
   registerConfig(program);
+  registerFeatures(program);
+  registerCheckDataset(program);
+  registerEmbed(program);
+  registerCreatePlugin(program);
   return program;
 }
 

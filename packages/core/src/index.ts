@@ -22,3 +22,4 @@ export * from './hub.js';
 export * from './safetensors.js';
 export * from './multimeditron.js';
 export type { DuplicateCopy } from './internal/duplicates.js';
+export * from './data/index.js';
