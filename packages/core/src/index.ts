@@ -23,3 +23,4 @@ export * from './safetensors.js';
 export * from './multimeditron.js';
 export type { DuplicateCopy } from './internal/duplicates.js';
 export * from './data/index.js';
+export * from './pipeline/index.js';

@@ -1,0 +1,5 @@
+/**
+ * The embedding pipeline (streamed, resumable dataset -> embeddings run) (being written).
+ * @module
+ */
+export {};
