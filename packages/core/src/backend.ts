@@ -8,7 +8,7 @@
  */
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { BackendError } from './errors.js';
 
@@ -120,10 +120,16 @@ export async function selectBackend(options: SelectBackendOptions = {}): Promise
   const env = options.env ?? process.env;
   const raw = options.backend ?? (env['MULTIMEDITRON_BACKEND']?.trim().toLowerCase() || undefined);
   if (raw !== undefined && !BACKEND_REQUESTS.includes(raw as BackendRequest)) {
-    throw new BackendError(raw, `MULTIMEDITRON_BACKEND="${raw}" is not one of ${BACKEND_REQUESTS.join(', ')}`);
+    const where = options.backend !== undefined ? 'backend option' : 'MULTIMEDITRON_BACKEND';
+    throw new BackendError(String(raw), `${where}="${String(raw)}" is not one of ${BACKEND_REQUESTS.join(', ')}`, {
+      suggestions: [
+        `Set ${where} to one of: ${BACKEND_REQUESTS.join(', ')} (tensorflow = @tensorflow/tfjs-node-gpu or @tensorflow/tfjs-node).`,
+        'Or leave it unset for automatic selection (native TensorFlow if installed, else wasm).',
+      ],
+    });
   }
   const requested = raw as BackendRequest | undefined;
-  const from = [...new Set([options.resolveFrom ?? process.cwd(), path.dirname(new URL(import.meta.url).pathname)])];
+  const from = [...new Set([options.resolveFrom ?? process.cwd(), path.dirname(fileURLToPath(import.meta.url))])];
   const attempts: BackendAttempt[] = [];
   const done = (pkg: string, reason: string): BackendChoice => ({
     backend: tf.getBackend(), package: pkg, reason, requested, attempts, tfjsVersion: tf.version_core,
@@ -155,10 +161,16 @@ export async function selectBackend(options: SelectBackendOptions = {}): Promise
   }
 
   const pkg = await tryNative(NATIVE_BACKEND_PACKAGES, from, attempts);
-  if (pkg) return done(pkg, `${pkg} is installed and loaded`);
+  // packages that are installed but failed to load deserve a mention in the reason (doctor prints it)
+  const broken = attempts.filter((a) => !a.ok && !a.error?.startsWith('not installed'));
+  const brokenNote = broken.length ? `; ${broken.map((a) => `${a.package} is installed but failed to load`).join('; ')}` : '';
+  if (pkg) return done(pkg, `${pkg} is installed and loaded${brokenNote}`);
   try {
     await useWasm(attempts);
-    return done('@tensorflow/tfjs-backend-wasm', 'default: no native TensorFlow backend installed; wasm (SIMD) is the fastest available');
+    return done(
+      '@tensorflow/tfjs-backend-wasm',
+      `default: ${broken.length ? 'no native TensorFlow backend loaded' : 'no native TensorFlow backend installed'}; wasm (SIMD) is the fastest available${brokenNote}`,
+    );
   } catch {
     await import('@tensorflow/tfjs-backend-cpu');
     await activate('cpu');

@@ -5,7 +5,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
-import { ConfigValidationError, ModelLoadError } from './errors.js';
+import { ConfigValidationError, ModelLoadError, MultimeditronError } from './errors.js';
 
 /** A JSON Schema (draft-07 subset as understood by ajv). */
 export type JSONSchema = Record<string, unknown>;
@@ -91,10 +91,36 @@ export interface ConfigClass<C extends BaseModalityConfig = BaseModalityConfig> 
   load(dirOrFile: string): Promise<C>;
 }
 
+/** The validated values of each config instance, kept to detect fields reset by subclass field declarations. */
+const validatedValues = new WeakMap<object, Record<string, unknown>>();
+
+/**
+ * Throws when a subclass field declaration reset a validated value. Under ES2022 class-field semantics
+ * (`target` ES2022, `useDefineForClassFields` on by default) a subclass field written `leads!: number` or
+ * `leads: number` is (re)defined as `undefined` after the base constructor has assigned the validated value;
+ * only `declare leads: number` emits nothing.
+ */
+function checkFieldsKept(config: BaseModalityConfig): void {
+  const data = validatedValues.get(config);
+  if (!data) return;
+  for (const [k, v] of Object.entries(data)) {
+    if (v !== undefined && (config as Record<string, unknown>)[k] === undefined) {
+      const cls = config.constructor.name;
+      throw new MultimeditronError(
+        'E_CONFIG_CLASS',
+        `${cls}.${k} was validated but then reset to undefined by a class field declaration in ${cls}`,
+        { suggestions: [`Declare config fields with \`declare ${k}: ...;\` (no initialiser, no \`!\`).`] },
+      );
+    }
+  }
+}
+
 /**
  * Base class of every modality config. A subclass declares `static schema` (usually
  * `extendSchema(BASE_MODALITY_CONFIG_SCHEMA, {...})`, with `default`s for `modelType` and `modalityType`)
- * and its fields with `declare`, so that class-field initialisers do not overwrite the validated values:
+ * and its fields with `declare`, so that class-field initialisers do not overwrite the validated values
+ * ({@link BaseModalityConfig.fromJSON} and {@link BaseModalityConfig.load} check this and throw a
+ * `MultimeditronError` with code `E_CONFIG_CLASS` when a field was reset):
  *
  * ```ts
  * class EcgConfig extends BaseModalityConfig {
@@ -119,9 +145,15 @@ export class BaseModalityConfig implements ModalityConfigJSON {
 
   constructor(values: Partial<ModalityConfigJSON> = {}) {
     const ctor = new.target as unknown as ConfigClass;
-    const data = structuredClone(values ?? {}) as Record<string, unknown>;
+    let data: Record<string, unknown>;
+    try {
+      data = structuredClone(values ?? {}) as Record<string, unknown>;
+    } catch (e) {
+      throw new ConfigValidationError(ctor.name, [{ path: '', rule: 'type', message: `must be JSON data: ${(e as Error).message}` }], { cause: e });
+    }
     validateWithSchema(ctor.schema, data, ctor.name);
     Object.assign(this, data);
+    validatedValues.set(this, data);
   }
 
   /** Validates `json` and builds an instance of the class it is called on. */
@@ -129,7 +161,9 @@ export class BaseModalityConfig implements ModalityConfigJSON {
     if (json === null || typeof json !== 'object' || Array.isArray(json)) {
       throw new ConfigValidationError(this.name, [{ path: '', rule: 'type', message: 'must be object' }]);
     }
-    return new this(json as Partial<ModalityConfigJSON>);
+    const config = new this(json as Partial<ModalityConfigJSON>);
+    checkFieldsKept(config);
+    return config;
   }
 
   /** The plain JSON object: every validated field and every unknown key, in insertion order. */
@@ -150,13 +184,20 @@ export class BaseModalityConfig implements ModalityConfigJSON {
     this: new (v?: Partial<ModalityConfigJSON>) => C,
     dirOrFile: string,
   ): Promise<C> {
-    const json = await readJsonFile(dirOrFile.endsWith('.json') ? dirOrFile : path.join(dirOrFile, 'config.json'));
+    const file = dirOrFile.endsWith('.json') ? dirOrFile : path.join(dirOrFile, 'config.json');
+    const json = await readJsonFile(file);
+    if (json === null || typeof json !== 'object' || Array.isArray(json)) {
+      throw new ConfigValidationError(file, [{ path: '', rule: 'type', message: 'must be object' }]);
+    }
+    let config: C;
     try {
-      return new this(json as Partial<ModalityConfigJSON>);
+      config = new this(json as Partial<ModalityConfigJSON>);
     } catch (e) {
-      if (e instanceof ConfigValidationError) throw new ConfigValidationError(dirOrFile, e.issues, { cause: e });
+      if (e instanceof ConfigValidationError) throw new ConfigValidationError(file, e.issues, { cause: e });
       throw e;
     }
+    checkFieldsKept(config);
+    return config;
   }
 }
 

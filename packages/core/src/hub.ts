@@ -23,7 +23,10 @@ export interface ModelResolverOptions {
   accessToken?: string;
   /** Environment to read (default `process.env`). */
   env?: NodeJS.ProcessEnv;
-  /** Files to download for a model, as glob-like suffix patterns. */
+  /**
+   * Files to download for a model, as globs over repo paths (`*` stays within a folder, `**` crosses them).
+   * Default {@link DEFAULT_ALLOW_PATTERNS}: top-level configs, weights and tokenizer files.
+   */
   allowPatterns?: string[];
 }
 
@@ -52,12 +55,22 @@ export function defaultHubCache(env: NodeJS.ProcessEnv = process.env): string {
   return path.join(home, 'hub');
 }
 
+/** A glob over repo paths: `*` matches within one path segment, `**` across segments. */
+function globToRegExp(glob: string): RegExp {
+  const body = glob
+    .split(/(\*\*|\*)/)
+    .map((part) => (part === '**' ? '.*' : part === '*' ? '[^/]*' : part.replace(/[.+?^${}()|[\]\\]/g, '\\$&')))
+    .join('');
+  return new RegExp(`^${body}$`);
+}
+
 /** `org/name` -> `models--org--name`. */
 export function repoFolderName(repoId: string): string {
   return `models--${repoId.split('/').join('--')}`;
 }
 
 const HUB_ID = /^[A-Za-z0-9][\w.-]*(\/[\w.-]+)?$/;
+const COMMIT = /^[0-9a-f]{40}$/;
 
 async function isDir(p: string): Promise<boolean> {
   return fs.stat(p).then((s) => s.isDirectory(), () => false);
@@ -69,7 +82,7 @@ export class ModelResolver {
   readonly offline: boolean;
   readonly hubUrl: string;
   private readonly accessToken: string | undefined;
-  private readonly allowPatterns: string[];
+  private readonly allowRegexps: RegExp[];
 
   constructor(options: ModelResolverOptions = {}) {
     const env = options.env ?? process.env;
@@ -77,7 +90,7 @@ export class ModelResolver {
     this.offline = options.offline ?? ['1', 'true', 'yes', 'on'].includes((env['HF_HUB_OFFLINE'] ?? '').toLowerCase());
     this.hubUrl = options.hubUrl ?? env['HF_ENDPOINT'] ?? 'https://huggingface.co';
     this.accessToken = options.accessToken ?? env['HF_TOKEN'];
-    this.allowPatterns = options.allowPatterns ?? DEFAULT_ALLOW_PATTERNS;
+    this.allowRegexps = (options.allowPatterns ?? DEFAULT_ALLOW_PATTERNS).map(globToRegExp);
   }
 
   /** Resolves `nameOrPath` to a local folder, downloading it if needed and allowed. */
@@ -103,7 +116,7 @@ export class ModelResolver {
   async findInCache(repoId: string, revision = 'main'): Promise<string | undefined> {
     const repoDir = path.join(this.cacheDir, repoFolderName(repoId));
     let commit = revision;
-    if (!/^[0-9a-f]{40}$/.test(revision)) {
+    if (!COMMIT.test(revision)) {
       try {
         commit = (await fs.readFile(path.join(repoDir, 'refs', revision), 'utf8')).trim();
       } catch {
@@ -114,7 +127,14 @@ export class ModelResolver {
     return (await isDir(snap)) ? snap : undefined;
   }
 
-  /** Downloads the allowed files of `repoId` into the cache and returns the snapshot folder. */
+  /**
+   * Downloads the allowed files of `repoId` at `revision` into the cache and returns the snapshot folder.
+   *
+   * The layout is the one `huggingface-cli download` writes: the revision is first resolved to its commit
+   * (`modelInfo`), every file is fetched at that commit (`downloadFileToCacheDir` stores it under
+   * `blobs/<etag>` and links `snapshots/<commit>/<path>` to it), and `refs/<revision>` is written last, so
+   * an interrupted download is never mistaken for a complete snapshot by {@link findInCache}.
+   */
   async download(repoId: string, revision = 'main'): Promise<string> {
     let hub: typeof import('@huggingface/hub');
     try {
@@ -122,12 +142,20 @@ export class ModelResolver {
     } catch (e) {
       throw new ModelResolveError(repoId, `@huggingface/hub could not be loaded: ${(e as Error).message}`, { cause: e });
     }
-    const common = {
-      repo: { type: 'model' as const, name: repoId },
-      revision,
-      hubUrl: this.hubUrl,
-      ...(this.accessToken ? { accessToken: this.accessToken } : {}),
-    };
+    const credentials = this.accessToken ? { accessToken: this.accessToken } : {};
+    let commit: string;
+    try {
+      const info = await hub.modelInfo({ name: repoId, revision, hubUrl: this.hubUrl, additionalFields: ['sha'], ...credentials });
+      const sha = (info as { sha?: unknown }).sha;
+      if (typeof sha !== 'string' || !COMMIT.test(sha)) throw new Error(`the hub returned no commit for revision "${revision}"`);
+      commit = sha;
+    } catch (e) {
+      throw new ModelResolveError(repoId, `looking up revision "${revision}" on ${this.hubUrl} failed: ${(e as Error).message}`, {
+        cause: e,
+        suggestions: ['Check the model id and revision, your network, and HF_TOKEN for gated or private models.'],
+      });
+    }
+    const common = { repo: { type: 'model' as const, name: repoId }, revision: commit, hubUrl: this.hubUrl, ...credentials };
     const wanted: string[] = [];
     try {
       for await (const f of hub.listFiles({ ...common, recursive: true })) {
@@ -136,22 +164,26 @@ export class ModelResolver {
     } catch (e) {
       throw new ModelResolveError(repoId, `listing files on ${this.hubUrl} failed: ${(e as Error).message}`, { cause: e });
     }
-    if (!wanted.length) throw new ModelResolveError(repoId, `no config or safetensors files found on ${this.hubUrl}`);
-    let last = '';
+    if (!wanted.some((p) => path.posix.basename(p) === 'config.json' || p.endsWith('.safetensors'))) {
+      throw new ModelResolveError(repoId, `no config.json or safetensors files found on ${this.hubUrl} at ${commit}`);
+    }
+    const repoDir = path.join(this.cacheDir, repoFolderName(repoId));
     for (const p of wanted) {
       try {
-        last = await hub.downloadFileToCacheDir({ ...common, path: p, cacheDir: this.cacheDir });
+        await hub.downloadFileToCacheDir({ ...common, path: p, cacheDir: this.cacheDir });
       } catch (e) {
         throw new ModelResolveError(repoId, `downloading ${p} failed: ${(e as Error).message}`, { cause: e });
       }
     }
-    // downloadFileToCacheDir returns <cache>/models--x--y/snapshots/<commit>/<path>
-    const rel = wanted[wanted.length - 1]!;
-    return last.slice(0, last.length - rel.length - 1);
+    if (revision !== commit) {
+      await fs.mkdir(path.join(repoDir, 'refs'), { recursive: true });
+      await fs.writeFile(path.join(repoDir, 'refs', revision), commit);
+    }
+    return path.join(repoDir, 'snapshots', commit);
   }
 
+  /** Whether `file` (a repo path) matches an allow pattern; `*` matches within one path segment. */
   private allowed(file: string): boolean {
-    const base = path.posix.basename(file);
-    return this.allowPatterns.some((p) => (p.startsWith('*') ? base.endsWith(p.slice(1)) : base === p || file === p));
+    return this.allowRegexps.some((re) => re.test(file));
   }
 }

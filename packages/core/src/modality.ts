@@ -11,7 +11,7 @@ import type { ModalityContext } from './context.js';
 import { ModelLoadError, ShapeError } from './errors.js';
 import type { BaseModalityProcessor } from './processor.js';
 import type { Projector } from './projectors.js';
-import { SafetensorsCheckpoint, writeSafetensors } from './safetensors.js';
+import { FLOAT_DTYPES, SafetensorsCheckpoint, writeSafetensors } from './safetensors.js';
 import { isHostTensor, toTensor, type HostTensor } from './tensor.js';
 
 /** Constructor type of a modality class. */
@@ -63,7 +63,10 @@ export abstract class BaseModality<
    */
   protected abstract embedBatch(batch: tf.Tensor): tf.Tensor3D;
 
-  /** The encoder's weights by checkpoint name (frozen by default). */
+  /**
+   * The encoder's weights by checkpoint name (frozen by default). Create them with `tf.variable(init, false)`
+   * and no name: tfjs variable names are global to the engine, so a fixed name forbids a second instance.
+   */
   abstract encoderVariables(): Map<string, tf.Variable>;
 
   /**
@@ -81,8 +84,12 @@ export abstract class BaseModality<
    */
   forward(inputs: Array<HostTensor | tf.Tensor>): tf.Tensor3D {
     if (inputs.length === 0) throw new ShapeError('forward() needs at least one input');
-    const first = inputs[0]!;
-    const shape = isHostTensor(first) ? first.shape : first.shape;
+    for (const [i, x] of inputs.entries()) {
+      if (!(x instanceof tf.Tensor) && !isHostTensor(x)) {
+        throw new ShapeError(`forward(): input ${i} is neither a HostTensor nor a tfjs Tensor (a second copy of @tensorflow/tfjs-core?)`);
+      }
+    }
+    const shape = inputs[0]!.shape;
     for (const x of inputs) {
       if (x.shape.join() !== shape.join()) {
         throw new ShapeError(`forward(): inputs differ in shape ([${shape}] vs [${x.shape}])`);
@@ -161,22 +168,32 @@ export abstract class BaseModality<
   }
 
   /**
-   * Overwrites variables from a saved `model.safetensors` (as written by {@link savePretrained}); keys
-   * that match no variable are reported as errors, variables absent from the file keep their values.
+   * Overwrites variables from a saved `model.safetensors` (as written by {@link savePretrained}). Every key
+   * must name a variable of this modality with the same shape, and the file must exist; otherwise a
+   * {@link ModelLoadError} naming the file (and key) is thrown before any variable changes. Variables absent
+   * from the file (the frozen encoder, when only the projector was saved) keep their values.
    */
   async loadSavedWeights(dir: string): Promise<void> {
     const file = path.join(dir, MODALITY_WEIGHTS_FILE);
-    if (!(await fs.access(file).then(() => true, () => false))) return;
+    if (!(await fs.access(file).then(() => true, () => false))) {
+      throw new ModelLoadError(file, 'missing: a saved modality folder holds config.json and model.safetensors', undefined, {
+        suggestions: ['Save the modality with savePretrained(dir), or build a fresh one with fromConfig().'],
+      });
+    }
     const ckpt = await SafetensorsCheckpoint.open(file);
     try {
       const vars = this.namedVariables();
       for (const k of ckpt.keys()) {
         const v = vars.get(k);
         if (!v) throw new ModelLoadError(file, 'matches no variable of this modality', k);
+        const { shape, dtype } = ckpt.info(k);
+        if (!FLOAT_DTYPES.has(dtype)) throw new ModelLoadError(file, `dtype ${dtype} is not a float type`, k);
+        if (shape.join() !== v.shape.join()) throw new ModelLoadError(file, `shape [${shape}] != [${v.shape}]`, k);
+      }
+      for (const k of ckpt.keys()) {
         const t = await ckpt.readTensor(k);
         try {
-          if (t.shape.join() !== v.shape.join()) throw new ModelLoadError(file, `shape [${t.shape}] != [${v.shape}]`, k);
-          v.assign(t);
+          vars.get(k)!.assign(t);
         } finally {
           t.dispose();
         }

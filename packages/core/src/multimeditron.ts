@@ -11,8 +11,11 @@ import { selectBackend, type BackendChoice, type BackendRequest } from './backen
 import { ConsoleLogger, type Logger, type ModalityContext } from './context.js';
 import { ModelResolver, type ModelResolverOptions } from './hub.js';
 import { asPluginError, checkManifest, discoverPlugins, importPlugin, type PluginManifest, type PluginReport } from './plugins.js';
-import { getLoaderRegistration, getModalityRegistration, LoaderRegistry, ModalityRegistry } from './registry.js';
-import { DuplicateRegistrationError, PluginLoadError } from './errors.js';
+import {
+  getLoaderRegistration, getModalityRegistration, LoaderRegistry, ModalityRegistry,
+  type LoaderRegistration, type ModalityRegistration,
+} from './registry.js';
+import { DuplicateRegistrationError, MultimeditronError, PluginLoadError } from './errors.js';
 import { detectDuplicateCopies, type DuplicateCopy } from './internal/duplicates.js';
 
 /** Injection tokens of the services every instance registers in its container. */
@@ -67,7 +70,11 @@ export interface Multimeditron {
   readonly duplicates: DuplicateCopy[];
   /** The context handed to modalities and processors. */
   readonly context: ModalityContext;
-  /** Registers decorated modality or loader classes directly (source `host`). */
+  /**
+   * Registers decorated modality or loader classes directly in this instance only (source `host`). Throws
+   * {@link DuplicateRegistrationError} when a name is taken, and a `MultimeditronError` (`E_REGISTRATION`)
+   * for an undecorated class.
+   */
   register(...classes: unknown[]): void;
 }
 
@@ -89,50 +96,64 @@ export async function createMultimeditron(options: CreateMultimeditronOptions = 
   const duplicates = detectDuplicateCopies();
   for (const d of duplicates) logger.warn(d.message);
 
-  const registerManifest = (manifest: PluginManifest, source: string) => {
-    const mods = (manifest.modalities ?? []).map((c) => getModalityRegistration(c));
-    const loads = (manifest.loaders ?? []).map((c) => getLoaderRegistration(c));
-    const missing = [...(manifest.modalities ?? []).filter((_, i) => !mods[i]), ...(manifest.loaders ?? []).filter((_, i) => !loads[i])];
+  const registerManifest = (manifest: PluginManifest, source: string, version: string | undefined) => {
+    const modClasses = manifest.modalities ?? [];
+    const loadClasses = manifest.loaders ?? [];
+    const mods = modClasses.map((c) => getModalityRegistration(c));
+    const loads = loadClasses.map((c) => getLoaderRegistration(c));
+    const missing = [
+      ...modClasses.filter((_, i) => !mods[i]).map((c) => `${c.name} (listed in modalities, not decorated with @RegisterModality)`),
+      ...loadClasses.filter((_, i) => !loads[i]).map((c) => `${c.name} (listed in loaders, not decorated with @RegisterLoader)`),
+    ];
     if (missing.length) {
-      throw new PluginLoadError(source, manifest.version, 'register',
-        `classes not decorated with @RegisterModality/@RegisterLoader: ${missing.map((c) => c.name).join(', ')}`);
+      throw new PluginLoadError(source, version, 'register', `undecorated classes: ${missing.join(', ')}`, {
+        suggestions: ['Decorate each listed class, or call the decorator directly: RegisterModality(name, {...})(MyClass).'],
+      });
     }
-    // check every name first so that a failing plugin registers nothing
-    for (const r of mods) {
-      if (modalityRegistry.has(r!.name)) {
-        throw new DuplicateRegistrationError('modality', r!.name, modalityRegistry.sourceOf(r!.name)!, source);
+    // Check every name first (against the registries and within the manifest) so that a failing plugin
+    // registers nothing. The very same registration twice (one class re-exported) is not a clash.
+    const check = <R extends { name: string }>(regs: R[], registry: { has(n: string): boolean; get(n: string): R; sourceOf(n: string): string | undefined }, kind: 'modality' | 'loader') => {
+      const seen = new Map<string, R>();
+      for (const r of regs) {
+        const prev = seen.get(r.name) ?? (registry.has(r.name) ? registry.get(r.name) : undefined);
+        if (prev && prev !== r) {
+          throw new DuplicateRegistrationError(kind, r.name, seen.has(r.name) ? source : registry.sourceOf(r.name)!, source);
+        }
+        seen.set(r.name, r);
       }
-    }
-    for (const r of loads) {
-      if (loaderRegistry.has(r!.name)) throw new DuplicateRegistrationError('loader', r!.name, loaderRegistry.sourceOf(r!.name)!, source);
-    }
+    };
+    check(mods as ModalityRegistration[], modalityRegistry, 'modality');
+    check(loads as LoaderRegistration[], loaderRegistry, 'loader');
     for (const r of mods) modalityRegistry.add(r!, source);
     for (const r of loads) loaderRegistry.add(r!, source);
-    return { modalities: mods.map((r) => r!.name), loaders: loads.map((r) => r!.name) };
+    return { modalities: [...new Set(mods.map((r) => r!.name))], loaders: [...new Set(loads.map((r) => r!.name))] };
   };
 
   const report: PluginReport = { source: 'none', loaded: [], errors: [] };
   const explicit = options.plugins;
   const specs = explicit ? { specs: explicit, source: 'option' as const } : await discoverPlugins(hostRoot);
   report.source = specs.source;
-  for (const spec of specs.specs) {
+  for (const spec of [...new Set(specs.specs)]) {
     const label = typeof spec === 'string' ? spec : (spec as PluginManifest)?.name ?? '<inline plugin>';
     try {
       let manifest: PluginManifest;
+      let name: string;
       let version: string | undefined;
       let root: string | undefined;
       if (typeof spec === 'string') {
-        ({ manifest, version, root } = await importPlugin(spec, hostRoot));
+        // the package.json's name and version win over the manifest's
+        ({ manifest, name, version, root } = await importPlugin(spec, hostRoot));
       } else {
         checkManifest(spec);
         manifest = spec;
+        name = spec.name;
         version = spec.version;
       }
-      const name = manifest.name ?? label;
       let names: { modalities: string[]; loaders: string[] };
       try {
-        names = registerManifest(manifest, name);
+        names = registerManifest(manifest, name, version);
       } catch (e) {
+        if (e instanceof PluginLoadError) throw e;
         throw new PluginLoadError(name, version, 'register', (e as Error).message, { cause: e });
       }
       report.loaded.push({ name, version, root, manifest, ...names });
@@ -170,7 +191,13 @@ export async function createMultimeditron(options: CreateMultimeditronOptions = 
     register(...classes: unknown[]) {
       for (const c of classes) {
         if (getModalityRegistration(c)) modalityRegistry.addClass(c, 'host');
-        else loaderRegistry.addClass(c, 'host');
+        else if (getLoaderRegistration(c)) loaderRegistry.addClass(c, 'host');
+        else {
+          throw new MultimeditronError(
+            'E_REGISTRATION',
+            `${(c as { name?: string })?.name ?? String(c)} is decorated with neither @RegisterModality nor @RegisterLoader`,
+          );
+        }
       }
     },
   };

@@ -90,6 +90,13 @@ export async function findPackageRoot(spec: string, from: string): Promise<strin
   }
 }
 
+/** Conditions an `import()` from Node matches, as Node applies them. */
+const IMPORT_CONDITIONS: ReadonlySet<string> = new Set(['node', 'import', 'default']);
+
+/**
+ * Picks the target of a conditional export the way Node does: object keys in their own order, the first
+ * key that is one of our conditions and yields a target wins; arrays give their first usable entry.
+ */
 function pickCondition(target: unknown): string | undefined {
   if (typeof target === 'string') return target;
   if (Array.isArray(target)) {
@@ -100,12 +107,10 @@ function pickCondition(target: unknown): string | undefined {
     return undefined;
   }
   if (target && typeof target === 'object') {
-    const o = target as Record<string, unknown>;
-    for (const c of ['node', 'import', 'default', 'require']) {
-      if (c in o) {
-        const r = pickCondition(o[c]);
-        if (r) return r;
-      }
+    for (const [key, value] of Object.entries(target as Record<string, unknown>)) {
+      if (!IMPORT_CONDITIONS.has(key)) continue;
+      const r = pickCondition(value);
+      if (r) return r;
     }
   }
   return undefined;
@@ -169,7 +174,10 @@ function manifestProblem(m: unknown): string | undefined {
 }
 
 /** Resolves, validates and imports one plugin package. Throws {@link PluginLoadError}. */
-export async function importPlugin(spec: string, hostRoot: string): Promise<{ manifest: PluginManifest; version?: string; root: string }> {
+export async function importPlugin(
+  spec: string,
+  hostRoot: string,
+): Promise<{ manifest: PluginManifest; name: string; version?: string; root: string }> {
   const root = await findPackageRoot(spec, hostRoot);
   if (!root) {
     throw new PluginLoadError(spec, undefined, 'resolve', `cannot find the package from ${hostRoot}`, {
@@ -203,7 +211,7 @@ export async function importPlugin(spec: string, hostRoot: string): Promise<{ ma
   const manifest = (mod['default'] ?? mod['plugin']) as PluginManifest | undefined;
   const problem = manifestProblem(manifest);
   if (problem) throw new PluginLoadError(name, pkg.version, 'validate', problem);
-  return { manifest: manifest!, version: pkg.version, root };
+  return { manifest: manifest!, name, version: pkg.version, root };
 }
 
 /** Validates an in-memory manifest (a plugin object passed directly by the host). */

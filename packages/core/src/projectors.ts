@@ -49,6 +49,14 @@ export function linear(x: tf.Tensor, weight: tf.Tensor, bias?: tf.Tensor): tf.Te
   });
 }
 
+/** Side of the square grid of `n` tokens; throws when it is not square or not divisible by `factor`. */
+function pixelShuffleGrid(n: number, factor: number): number {
+  const g = Math.round(Math.sqrt(n));
+  if (g * g !== n) throw new ShapeError(`pixel_shuffle needs a square patch grid, got ${n} tokens`);
+  if (g % factor !== 0) throw new ShapeError(`pixel_shuffle: grid ${g}x${g} is not divisible by factor ${factor}`);
+  return g;
+}
+
 /**
  * Space-to-depth on a square patch grid: [b, g*g, c] -> [b, (g/f)^2, c*f*f], grouping each f x f block
  * in (dy, dx, channel) order.
@@ -56,14 +64,21 @@ export function linear(x: tf.Tensor, weight: tf.Tensor, bias?: tf.Tensor): tf.Te
 export function pixelShuffle(x: tf.Tensor3D, factor: number): tf.Tensor3D {
   return tf.tidy(() => {
     const [b, n, c] = x.shape;
-    const g = Math.round(Math.sqrt(n));
-    if (g * g !== n) throw new ShapeError(`pixel_shuffle needs a square patch grid, got ${n} tokens`);
-    if (g % factor !== 0) throw new ShapeError(`pixel_shuffle: grid ${g}x${g} is not divisible by factor ${factor}`);
-    const h = g / factor;
+    const h = pixelShuffleGrid(n, factor) / factor;
     const t = tf.reshape(x, [b, h, factor, h, factor, c]);
     const p = tf.transpose(t, [0, 1, 3, 2, 4, 5]);
     return tf.reshape(p, [b, h * h, c * factor * factor]) as tf.Tensor3D;
   });
+}
+
+/** A trainable variable initialised from U(-bound, bound); the initial tensor is released. */
+function initVariable(shape: number[], bound: number, seed: number): tf.Variable {
+  const init = tf.randomUniform(shape, -bound, bound, 'float32', seed);
+  try {
+    return tf.variable(init, true);
+  } finally {
+    init.dispose();
+  }
 }
 
 interface LinearLayer {
@@ -89,17 +104,25 @@ export class Projector {
     let seed = options.seed;
     for (const [name, inD, outD] of dims) {
       const bound = 1 / Math.sqrt(inD);
-      const weight = tf.variable(tf.randomUniform([outD, inD], -bound, bound, 'float32', seed++), true, `projector.${name}.weight`);
-      const bias = tf.variable(tf.randomUniform([outD], -bound, bound, 'float32', seed++), true, `projector.${name}.bias`);
+      // Variables stay unnamed: tfjs variable names are global to the engine, so fixed names would forbid a
+      // second projector in the process. Their checkpoint names come from namedWeights().
+      const weight = initVariable([outD, inD], bound, seed++);
+      const bias = initVariable([outD], bound, seed++);
       this.layers.set(name, { weight, bias });
     }
   }
 
-  /** Token count after projection, given the encoder's token count. */
+  /**
+   * Token count after projection, given the encoder's token count: unchanged for `mlp` and `linear`,
+   * `(g / f)^2` for `pixel_shuffle` on a g x g grid. Throws {@link ShapeError} when `pixel_shuffle` cannot
+   * fold that many tokens (not a square grid, or a side not divisible by the factor).
+   */
   outputTokens(inputTokens: number): number {
+    if (!Number.isInteger(inputTokens) || inputTokens < 1) throw new ShapeError(`token count must be a positive integer, got ${inputTokens}`);
     if (this.options.type !== 'pixel_shuffle') return inputTokens;
-    const f = this.options.pixelShuffleFactor;
-    return inputTokens / (f * f);
+    const g = pixelShuffleGrid(inputTokens, this.options.pixelShuffleFactor);
+    const h = g / this.options.pixelShuffleFactor;
+    return h * h;
   }
 
   /** All trainable variables, in layer order. */
@@ -132,6 +155,9 @@ export class Projector {
 
   /** [b, n, in] -> [b, outputTokens(n), out]. */
   apply(x: tf.Tensor3D): tf.Tensor3D {
+    if (x.rank !== 3 || x.shape[2] !== this.options.inputDim) {
+      throw new ShapeError(`projector expects [batch, tokens, ${this.options.inputDim}], got [${x.shape.join(', ')}]`);
+    }
     return tf.tidy(() => {
       const L = (n: string) => this.layers.get(n)!;
       switch (this.options.type) {
