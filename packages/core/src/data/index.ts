@@ -1,5 +1,10 @@
 /**
- * Data pipeline: dataset readers, sample validation, collator and embedding merge (being written).
+ * Data pipeline: dataset readers and sample validation, loader choice, the collator and the embedding merge.
  * @module
  */
-export {};
+export * from './sample.js';
+export * from './dataset.js';
+export * from './loading.js';
+export * from './collator.js';
+export * from './merge.js';
+export * from './group.js';
