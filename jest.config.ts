@@ -34,6 +34,7 @@ const config: Config = {
     project('cli', 'packages/cli'),
     project('plugin-image', 'plugins/image'),
     project('plugin-audio', 'plugins/audio'),
+    project('plugin-volume', 'examples/plugin-volume'),
     project('repo', '.'),
   ],
   testTimeout: 120_000,
