@@ -307,9 +307,6 @@ export class Collator {
       ...(this.options.templateVariables ?? {}),
       messages: turns,
       add_generation_prompt: addGenerationPrompt,
-      raise_exception: (msg: string) => {
-        throw new CollatorError(`chat template: ${msg}`);
-      },
     });
   }
 
@@ -372,7 +369,7 @@ export class Collator {
     let labels: number[];
     if (typeof sample.text === 'string') {
       ids = this.encodeText(sample.text, this.options.addSpecialTokens);
-      labels = ids.slice();
+      labels = ids.map((id) => (id === this.placeholderId ? IGNORE_TOKEN_INDEX : id));
     } else if (Array.isArray(sample.conversations)) {
       ({ ids, labels } = this.tokenizeConversation(sample.conversations));
     } else {
