@@ -217,7 +217,7 @@ export async function validateSample(raw: unknown, options: ValidateSampleOption
     return { errors };
   }
   sample['modalities'] = mods;
-  const formatOk = errors.length === 0;
+  const formatOk = !errors.some((e) => e.kind === 'format');
   if (formatOk && placeholders !== mods.length) {
     fail('placeholder-count', `${placeholders} placeholder(s) ${token} in the ${hasText ? 'text' : 'user turns'} but ${mods.length} modalit${mods.length === 1 ? 'y' : 'ies'}`);
   }
