@@ -1,0 +1,405 @@
+/**
+ * The CLIP vision tower (Hugging Face `CLIPVisionModel`) on tfjs: configuration, checkpoint loading and the
+ * forward pass.
+ *
+ * Checkpoints are Hugging Face folders in either form:
+ * - `CLIPModel`: `config.json` with `model_type: "clip"` and a nested `vision_config`; the text tower,
+ *   `logit_scale` and the integer `position_ids` buffers in `model.safetensors` are ignored;
+ * - `CLIPVisionModel` / `CLIPVisionModelWithProjection`: a flat config with `model_type: "clip_vision_model"`.
+ *
+ * Weights may be stored as F32, F16 or BF16 (upcast to float32 on load). Tensor names are Hugging Face's,
+ * under `vision_model.` (a checkpoint saved without that prefix is accepted too), plus the optional
+ * `visual_projection.weight`.
+ *
+ * The forward pass follows `modeling_clip.py`: patch embedding (a stride-`patch` convolution without bias,
+ * computed as one matrix product over the patches), class token, position embeddings, `pre_layrnorm`, pre-LN
+ * encoder layers, `post_layernorm` on the class token only for `pooler_output`, and
+ * `image_embeds = visual_projection(pooler_output)` (not L2-normalised).
+ * @module
+ */
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { gelu, ModelLoadError, readJsonFile, SafetensorsCheckpoint, ShapeError, FLOAT_DTYPES } from '@multimeditron/core';
+
+/** Activations of the MLP blocks that CLIP checkpoints use. */
+export type ClipActivation = 'quick_gelu' | 'gelu' | 'gelu_new' | 'gelu_pytorch_tanh' | 'gelu_fast' | 'relu';
+const ACTIVATIONS: readonly ClipActivation[] = ['quick_gelu', 'gelu', 'gelu_new', 'gelu_pytorch_tanh', 'gelu_fast', 'relu'];
+
+/** The vision tower's hyper-parameters (Hugging Face `CLIPVisionConfig`, camel-cased). */
+export interface ClipVisionConfig {
+  hiddenSize: number;
+  intermediateSize: number;
+  numHiddenLayers: number;
+  numAttentionHeads: number;
+  numChannels: number;
+  imageSize: number;
+  patchSize: number;
+  hiddenAct: ClipActivation;
+  layerNormEps: number;
+  /** Size of `image_embeds` (the visual projection), when the checkpoint has one. */
+  projectionDim?: number;
+}
+
+/** Which Hugging Face class the checkpoint folder was saved from. */
+export type ClipCheckpointForm = 'CLIPModel' | 'CLIPVisionModel';
+
+/** Hugging Face's `CLIPVisionConfig` defaults (ViT-B/32). */
+export const CLIP_VISION_DEFAULTS: Readonly<ClipVisionConfig> = Object.freeze({
+  hiddenSize: 768,
+  intermediateSize: 3072,
+  numHiddenLayers: 12,
+  numAttentionHeads: 12,
+  numChannels: 3,
+  imageSize: 224,
+  patchSize: 32,
+  hiddenAct: 'quick_gelu',
+  layerNormEps: 1e-5,
+});
+
+/** The `model_type`s of the checkpoints this module loads. */
+export const CLIP_MODEL_TYPES = ['clip', 'clip_vision_model'] as const;
+
+/**
+ * Parses a CLIP `config.json` (either form) into the vision tower's config. `file` names the file in errors
+ * ({@link ModelLoadError} with the offending key).
+ */
+export function parseClipVisionConfig(json: unknown, file = 'config.json'): { config: ClipVisionConfig; form: ClipCheckpointForm } {
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new ModelLoadError(file, 'config must be a JSON object');
+  const root = json as Record<string, unknown>;
+  const modelType = root['model_type'];
+  let v: Record<string, unknown>;
+  let form: ClipCheckpointForm;
+  if (modelType === 'clip') {
+    const nested = root['vision_config'] ?? root['vision_config_dict'] ?? {};
+    if (typeof nested !== 'object' || nested === null || Array.isArray(nested)) {
+      throw new ModelLoadError(file, 'vision_config must be an object', 'vision_config');
+    }
+    v = nested as Record<string, unknown>;
+    form = 'CLIPModel';
+  } else if (modelType === 'clip_vision_model') {
+    v = root;
+    form = 'CLIPVisionModel';
+  } else {
+    throw new ModelLoadError(
+      file,
+      `model_type ${JSON.stringify(modelType)} is not a CLIP checkpoint (expected one of ${CLIP_MODEL_TYPES.join(', ')})`,
+      'model_type',
+    );
+  }
+  const int = (key: string, def: number): number => {
+    const x = v[key] ?? def;
+    if (!Number.isInteger(x) || (x as number) <= 0) throw new ModelLoadError(file, `must be a positive integer, got ${JSON.stringify(x)}`, key);
+    return x as number;
+  };
+  const d = CLIP_VISION_DEFAULTS;
+  const act = v['hidden_act'] ?? d.hiddenAct;
+  if (!ACTIVATIONS.includes(act as ClipActivation)) {
+    throw new ModelLoadError(file, `unsupported activation ${JSON.stringify(act)} (supported: ${ACTIVATIONS.join(', ')})`, 'hidden_act');
+  }
+  const eps = v['layer_norm_eps'] ?? d.layerNormEps;
+  if (typeof eps !== 'number' || !(eps > 0)) throw new ModelLoadError(file, 'must be a positive number', 'layer_norm_eps');
+  const config: ClipVisionConfig = {
+    hiddenSize: int('hidden_size', d.hiddenSize),
+    intermediateSize: int('intermediate_size', d.intermediateSize),
+    numHiddenLayers: int('num_hidden_layers', d.numHiddenLayers),
+    numAttentionHeads: int('num_attention_heads', d.numAttentionHeads),
+    numChannels: int('num_channels', d.numChannels),
+    imageSize: int('image_size', d.imageSize),
+    patchSize: int('patch_size', d.patchSize),
+    hiddenAct: act as ClipActivation,
+    layerNormEps: eps,
+  };
+  const proj = root['projection_dim'] ?? v['projection_dim'];
+  if (Number.isInteger(proj)) config.projectionDim = proj as number;
+  if (config.hiddenSize % config.numAttentionHeads !== 0) {
+    throw new ModelLoadError(file, `hidden_size ${config.hiddenSize} is not divisible by num_attention_heads ${config.numAttentionHeads}`, 'num_attention_heads');
+  }
+  if (config.imageSize % config.patchSize !== 0) {
+    throw new ModelLoadError(file, `image_size ${config.imageSize} is not divisible by patch_size ${config.patchSize}`, 'patch_size');
+  }
+  return { config, form };
+}
+
+/** Reads and parses `<dir>/config.json`. */
+export async function readClipVisionConfig(dir: string): Promise<{ config: ClipVisionConfig; form: ClipCheckpointForm }> {
+  const file = path.join(dir, 'config.json');
+  return parseClipVisionConfig(await readJsonFile(file), file);
+}
+
+/** Number of patch tokens (without the class token): `(imageSize / patchSize)^2`. */
+export function numPatches(config: Pick<ClipVisionConfig, 'imageSize' | 'patchSize'>): number {
+  return (config.imageSize / config.patchSize) ** 2;
+}
+
+/** Every tensor name the vision tower needs, with its expected shape (canonical `vision_model.` names). */
+export function clipVisionWeightShapes(c: ClipVisionConfig): Map<string, number[]> {
+  const D = c.hiddenSize;
+  const m = new Map<string, number[]>();
+  const p = 'vision_model.';
+  m.set(`${p}embeddings.class_embedding`, [D]);
+  m.set(`${p}embeddings.patch_embedding.weight`, [D, c.numChannels, c.patchSize, c.patchSize]);
+  m.set(`${p}embeddings.position_embedding.weight`, [numPatches(c) + 1, D]);
+  m.set(`${p}pre_layrnorm.weight`, [D]);
+  m.set(`${p}pre_layrnorm.bias`, [D]);
+  for (let i = 0; i < c.numHiddenLayers; i++) {
+    const l = `${p}encoder.layers.${i}.`;
+    for (const n of ['q_proj', 'k_proj', 'v_proj', 'out_proj']) {
+      m.set(`${l}self_attn.${n}.weight`, [D, D]);
+      m.set(`${l}self_attn.${n}.bias`, [D]);
+    }
+    for (const n of ['layer_norm1', 'layer_norm2']) {
+      m.set(`${l}${n}.weight`, [D]);
+      m.set(`${l}${n}.bias`, [D]);
+    }
+    m.set(`${l}mlp.fc1.weight`, [c.intermediateSize, D]);
+    m.set(`${l}mlp.fc1.bias`, [c.intermediateSize]);
+    m.set(`${l}mlp.fc2.weight`, [D, c.intermediateSize]);
+    m.set(`${l}mlp.fc2.bias`, [D]);
+  }
+  m.set(`${p}post_layernorm.weight`, [D]);
+  m.set(`${p}post_layernorm.bias`, [D]);
+  return m;
+}
+
+/** The name of the optional projection to `image_embeds`. */
+export const VISUAL_PROJECTION_KEY = 'visual_projection.weight';
+
+/** Options of {@link ClipVisionEncoder.forward}. */
+export interface ClipForwardOptions {
+  /** Also return `hiddenStates` (embeddings after `pre_layrnorm`, then every layer's output). */
+  outputHiddenStates?: boolean;
+  /** Compute `poolerOutput` (and `imageEmbeds`). Default true. */
+  pooled?: boolean;
+}
+
+/** Outputs of {@link ClipVisionEncoder.forward}; the caller owns (and disposes) every tensor. */
+export interface ClipVisionOutput {
+  /** [b, 1 + patches, hiddenSize], the last layer's output (no post layer norm). */
+  lastHiddenState: tf.Tensor3D;
+  /** [b, hiddenSize]: `post_layernorm` of the class token. */
+  poolerOutput?: tf.Tensor2D;
+  /** [b, projectionDim]: `visual_projection(poolerOutput)`, when the checkpoint has a visual projection. */
+  imageEmbeds?: tf.Tensor2D;
+  /** `numHiddenLayers + 1` tensors like `lastHiddenState`, when requested. */
+  hiddenStates?: tf.Tensor3D[];
+}
+
+/** Options of {@link ClipVisionEncoder.load}. */
+export interface ClipLoadOptions {
+  /** Initial `trainable` flag of the weights. Default false (frozen). */
+  trainable?: boolean;
+}
+
+function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps: number): tf.Tensor {
+  const mean = tf.mean(x, -1, true);
+  const xc = tf.sub(x, mean);
+  const variance = tf.mean(tf.square(xc), -1, true);
+  return tf.add(tf.mul(tf.mul(xc, tf.rsqrt(tf.add(variance, eps))), weight), bias);
+}
+
+/**
+ * y = x Wt + b on a 2-D x, as one fused kernel, with `Wt` the (in, out) transpose of a Linear weight.
+ * (The wasm backend runs `transposeB` products on a slow generic path, about 10x slower than XNNPACK's,
+ * and its fused kernel adds the bias wrongly when `transposeB` is set: tfjs 4.22.)
+ */
+function dense(x: tf.Tensor2D, weightT: tf.Tensor, bias: tf.Tensor): tf.Tensor2D {
+  return tf.fused.matMul({ a: x, b: weightT as tf.Tensor2D, bias }) as tf.Tensor2D;
+}
+
+function activate(x: tf.Tensor, act: ClipActivation): tf.Tensor {
+  switch (act) {
+    case 'quick_gelu':
+      return tf.mul(x, tf.sigmoid(tf.mul(x, 1.702)));
+    case 'gelu':
+      return gelu(x);
+    case 'gelu_new':
+    case 'gelu_pytorch_tanh':
+    case 'gelu_fast': {
+      const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI));
+      return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(inner)));
+    }
+    case 'relu':
+      return tf.relu(x);
+  }
+}
+
+/**
+ * A CLIP vision tower whose weights are tfjs variables named as in the Hugging Face checkpoint
+ * (frozen by default).
+ */
+export class ClipVisionEncoder {
+  private constructor(
+    /** The tower's hyper-parameters. */
+    readonly config: ClipVisionConfig,
+    /** Weights by canonical checkpoint name (`vision_model.…`, `visual_projection.weight`). */
+    readonly weights: Map<string, tf.Variable>,
+    /** The checkpoint form it was loaded from (undefined for random weights). */
+    readonly form?: ClipCheckpointForm,
+  ) {}
+
+  /** True when the weights include `visual_projection.weight` (so `imageEmbeds` can be computed). */
+  get hasProjection(): boolean {
+    return this.weights.has(VISUAL_PROJECTION_KEY);
+  }
+
+  /**
+   * Loads a Hugging Face CLIP folder (`config.json` + `model.safetensors` or a sharded index). Throws
+   * {@link ModelLoadError} naming the file and key for a missing tensor, a wrong shape or a non-float dtype.
+   */
+  static async load(dir: string, options: ClipLoadOptions = {}): Promise<ClipVisionEncoder> {
+    const { config, form } = await readClipVisionConfig(dir);
+    const ckpt = await SafetensorsCheckpoint.open(dir);
+    const weights = new Map<string, tf.Variable>();
+    try {
+      const prefix = ckpt.has('vision_model.embeddings.class_embedding') || !ckpt.has('embeddings.class_embedding') ? 'vision_model.' : '';
+      const want = clipVisionWeightShapes(config);
+      if (ckpt.has(VISUAL_PROJECTION_KEY)) {
+        const info = ckpt.info(VISUAL_PROJECTION_KEY);
+        want.set(VISUAL_PROJECTION_KEY, [config.projectionDim ?? info.shape[0]!, config.hiddenSize]);
+      }
+      for (const [name, shape] of want) {
+        const key = name === VISUAL_PROJECTION_KEY ? name : prefix + name.slice('vision_model.'.length);
+        if (!ckpt.has(key)) throw new ModelLoadError(ckpt.source, 'missing tensor', key);
+        const info = ckpt.info(key);
+        if (!FLOAT_DTYPES.has(info.dtype)) throw new ModelLoadError(info.file, `dtype ${info.dtype} is not a float type`, key);
+        if (info.shape.join() !== shape.join()) {
+          throw new ModelLoadError(info.file, `shape [${info.shape.join(', ')}] does not match the expected [${shape.join(', ')}]`, key);
+        }
+        const t = await ckpt.readTensor(key);
+        weights.set(name, tf.variable(t, options.trainable ?? false));
+        t.dispose();
+      }
+      if (config.projectionDim === undefined && weights.has(VISUAL_PROJECTION_KEY)) {
+        config.projectionDim = weights.get(VISUAL_PROJECTION_KEY)!.shape[0]!;
+      }
+    } catch (e) {
+      for (const v of weights.values()) v.dispose();
+      throw e;
+    } finally {
+      await ckpt.close();
+    }
+    return new ClipVisionEncoder(config, weights, form);
+  }
+
+  /**
+   * A tower with random weights (N(0, 0.02), layer norms at identity) of the given size, e.g. for benchmarks.
+   * With `projectionDim` set, a random visual projection is added.
+   */
+  static random(config: ClipVisionConfig, seed = 0, options: ClipLoadOptions = {}): ClipVisionEncoder {
+    const weights = new Map<string, tf.Variable>();
+    const shapes = clipVisionWeightShapes(config);
+    if (config.projectionDim) shapes.set(VISUAL_PROJECTION_KEY, [config.projectionDim, config.hiddenSize]);
+    let s = seed;
+    for (const [name, shape] of shapes) {
+      const t = /norm\d?\.weight$|layrnorm\.weight$/.test(name)
+        ? tf.ones(shape)
+        : /norm\d?\.bias$|layrnorm\.bias$/.test(name)
+          ? tf.zeros(shape)
+          : tf.randomNormal(shape, 0, 0.02, 'float32', s++);
+      weights.set(name, tf.variable(t, options.trainable ?? false));
+      t.dispose();
+    }
+    return new ClipVisionEncoder({ ...config }, weights);
+  }
+
+  /** Transposed copies of frozen matrix weights, keyed by weight name, valid while the variable keeps its data. */
+  private readonly transposed = new Map<string, { dataId: object; t: tf.Tensor2D }>();
+
+  private w(name: string): tf.Variable {
+    return this.weights.get(`vision_model.${name}`)!;
+  }
+
+  /**
+   * The (in, out) transpose of a matrix weight (patch kernel flattened to (D, C*P*P)). Frozen weights are
+   * transposed once and cached (the cache entry is renewed when the variable is reassigned); trainable ones
+   * are transposed inside the forward pass so that gradients reach the variable.
+   */
+  private wT(fullName: string): tf.Tensor2D {
+    const v = this.weights.get(fullName)!;
+    const flat = () => (v.rank === 2 ? v : tf.reshape(v, [v.shape[0]!, -1])) as tf.Tensor2D;
+    if (v.trainable) return tf.transpose(flat());
+    const hit = this.transposed.get(fullName);
+    if (hit && hit.dataId === v.dataId) return hit.t;
+    hit?.t.dispose();
+    const t = tf.keep(tf.tidy(() => tf.transpose(flat())));
+    this.transposed.set(fullName, { dataId: v.dataId, t });
+    return t;
+  }
+
+  /**
+   * Builds the transposed copies of the frozen weights ahead of the first forward pass (otherwise they are
+   * built on first use). Idempotent.
+   */
+  prepare(): void {
+    for (const [name, v] of this.weights) if (v.rank >= 2 && !name.endsWith('position_embedding.weight') && !v.trainable) this.wT(name);
+  }
+
+  /**
+   * Runs the tower on `pixelValues` [b, channels, imageSize, imageSize]. Every intermediate tensor is
+   * released; the caller owns the outputs.
+   */
+  forward(pixelValues: tf.Tensor, options: ClipForwardOptions = {}): ClipVisionOutput {
+    const c = this.config;
+    if (pixelValues.rank !== 4) throw new ShapeError(`CLIP vision expects pixel_values [b, ${c.numChannels}, ${c.imageSize}, ${c.imageSize}], got [${pixelValues.shape}]`);
+    const [b, ch, hgt, wid] = pixelValues.shape as [number, number, number, number];
+    if (ch !== c.numChannels || hgt !== c.imageSize || wid !== c.imageSize) {
+      throw new ShapeError(`CLIP vision expects pixel_values [b, ${c.numChannels}, ${c.imageSize}, ${c.imageSize}], got [${pixelValues.shape}]`);
+    }
+    return tf.tidy(() => {
+      const D = c.hiddenSize;
+      const P = c.patchSize;
+      const g = c.imageSize / P;
+      const n = g * g + 1;
+      const heads = c.numAttentionHeads;
+      const hd = D / heads;
+      const eps = c.layerNormEps;
+      const x = pixelValues.dtype === 'float32' ? pixelValues : tf.cast(pixelValues, 'float32');
+      // Patch embedding: im2col by reshape/transpose, then one matrix product with the (D, C*P*P) kernel.
+      const cols = tf.reshape(tf.transpose(tf.reshape(x, [b, ch, g, P, g, P]), [0, 2, 4, 1, 3, 5]), [b * g * g, ch * P * P]);
+      const patches = tf.reshape(tf.matMul(cols, this.wT('vision_model.embeddings.patch_embedding.weight')), [b, g * g, D]);
+      const cls = tf.broadcastTo(tf.reshape(this.w('embeddings.class_embedding'), [1, 1, D]), [b, 1, D]);
+      const tokens = tf.add(tf.concat([cls, patches], 1), this.w('embeddings.position_embedding.weight'));
+      let h = tf.reshape(layerNorm(tokens, this.w('pre_layrnorm.weight'), this.w('pre_layrnorm.bias'), eps), [b * n, D]) as tf.Tensor2D;
+      const hidden: tf.Tensor3D[] = [];
+      if (options.outputHiddenStates) hidden.push(tf.reshape(h, [b, n, D]));
+      const toHeads = (t: tf.Tensor) => tf.transpose(tf.reshape(t, [b, n, heads, hd]), [0, 2, 1, 3]);
+      const scale = hd ** -0.5;
+      for (let i = 0; i < c.numHiddenLayers; i++) {
+        const L = (s: string) => this.w(`encoder.layers.${i}.${s}`);
+        const LT = (s: string) => this.wT(`vision_model.encoder.layers.${i}.${s}`);
+        const a = layerNorm(h, L('layer_norm1.weight'), L('layer_norm1.bias'), eps) as tf.Tensor2D;
+        const q = toHeads(tf.mul(dense(a, LT('self_attn.q_proj.weight'), L('self_attn.q_proj.bias')), scale));
+        const k = toHeads(dense(a, LT('self_attn.k_proj.weight'), L('self_attn.k_proj.bias')));
+        const v = toHeads(dense(a, LT('self_attn.v_proj.weight'), L('self_attn.v_proj.bias')));
+        const probs = tf.softmax(tf.matMul(q, k, false, true));
+        const ctx = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [b * n, D]) as tf.Tensor2D;
+        h = tf.add(h, dense(ctx, LT('self_attn.out_proj.weight'), L('self_attn.out_proj.bias')));
+        const m = layerNorm(h, L('layer_norm2.weight'), L('layer_norm2.bias'), eps) as tf.Tensor2D;
+        const f = activate(dense(m, LT('mlp.fc1.weight'), L('mlp.fc1.bias')), c.hiddenAct) as tf.Tensor2D;
+        h = tf.add(h, dense(f, LT('mlp.fc2.weight'), L('mlp.fc2.bias')));
+        if (options.outputHiddenStates) hidden.push(tf.reshape(h, [b, n, D]));
+      }
+      const out: ClipVisionOutput = { lastHiddenState: tf.reshape(h, [b, n, D]) };
+      if (options.outputHiddenStates) out.hiddenStates = hidden;
+      if (options.pooled ?? true) {
+        const clsOut = tf.reshape(tf.slice(out.lastHiddenState, [0, 0, 0], [b, 1, D]), [b, D]);
+        out.poolerOutput = layerNorm(clsOut, this.w('post_layernorm.weight'), this.w('post_layernorm.bias'), eps) as tf.Tensor2D;
+        if (this.hasProjection) out.imageEmbeds = tf.matMul(out.poolerOutput, this.wT(VISUAL_PROJECTION_KEY)) as tf.Tensor2D;
+      }
+      return out as unknown as tf.TensorContainer;
+    }) as unknown as ClipVisionOutput;
+  }
+
+  /** Sets every weight's `trainable` flag. */
+  setTrainable(trainable: boolean): void {
+    for (const v of this.weights.values()) v.trainable = trainable;
+  }
+
+  /** Releases every weight. */
+  dispose(): void {
+    for (const v of this.weights.values()) v.dispose();
+    for (const c of this.transposed.values()) c.t.dispose();
+    this.weights.clear();
+    this.transposed.clear();
+  }
+}

@@ -1,0 +1,252 @@
+/**
+ * A port of Pillow's separable convolution resampler (`ImagingResample`, 8 bits per channel), written from
+ * the algorithm's description: per-axis tap windows and weights computed in float64, weights normalised to
+ * sum 1 and converted to 22-bit fixed point, an integer accumulator started at 2^21, the result shifted by
+ * 22 and clamped to 0..255. The horizontal pass runs first and its result is stored as uint8; each pass is
+ * skipped when its dimension does not change. Bit-exact with Pillow for the convolution filters.
+ *
+ * Unlike Pillow, the passes can be restricted to a window of the output (a centre crop): each output pixel
+ * depends only on its own taps, so computing the cropped region directly gives the same bytes as resizing
+ * everything and cropping afterwards, for less work.
+ * @internal
+ */
+
+/** Pillow's resampling filters, by their numeric code in `preprocessor_config.json` (`resample`). */
+export const enum PillowFilter {
+  Nearest = 0,
+  Lanczos = 1,
+  Bilinear = 2,
+  Bicubic = 3,
+  Box = 4,
+  Hamming = 5,
+}
+
+interface Filter {
+  support: number;
+  fn: (x: number) => number;
+}
+
+function sinc(x: number): number {
+  if (x === 0) return 1;
+  const px = x * Math.PI;
+  return Math.sin(px) / px;
+}
+
+const FILTERS: Record<number, Filter> = {
+  [PillowFilter.Box]: { support: 0.5, fn: (x) => (x > -0.5 && x <= 0.5 ? 1 : 0) },
+  [PillowFilter.Bilinear]: {
+    support: 1,
+    fn: (x) => {
+      const a = x < 0 ? -x : x;
+      return a < 1 ? 1 - a : 0;
+    },
+  },
+  [PillowFilter.Hamming]: {
+    support: 1,
+    fn: (x) => {
+      const a = x < 0 ? -x : x;
+      if (a === 0) return 1;
+      if (a >= 1) return 0;
+      const px = a * Math.PI;
+      return (Math.sin(px) / px) * (0.54 + 0.46 * Math.cos(px));
+    },
+  },
+  [PillowFilter.Bicubic]: {
+    support: 2,
+    fn: (x) => {
+      // Keys cubic with a = -0.5, evaluated in Pillow's operation order.
+      const a = -0.5;
+      const t = x < 0 ? -x : x;
+      if (t < 1) return ((a + 2) * t - (a + 3)) * t * t + 1;
+      if (t < 2) return (((t - 5) * t + 8) * t - 4) * a;
+      return 0;
+    },
+  },
+  [PillowFilter.Lanczos]: {
+    support: 3,
+    fn: (x) => (x >= -3 && x < 3 ? sinc(x) * sinc(x / 3) : 0),
+  },
+};
+
+/** True for the filter codes {@link resampleRgb} implements. */
+export function isSupportedFilter(code: number): boolean {
+  return code === PillowFilter.Nearest || code in FILTERS;
+}
+
+const PRECISION_BITS = 22;
+const ONE = 1 << PRECISION_BITS;
+const HALF = 1 << (PRECISION_BITS - 1);
+
+/** Fixed-point tap windows of one axis for output indices [from, to). */
+interface AxisCoeffs {
+  /** First input index of each output's window. */
+  start: Int32Array;
+  /** Window length of each output. */
+  len: Int32Array;
+  /** `ksize` fixed-point weights per output. */
+  weights: Int32Array;
+  ksize: number;
+}
+
+function axisCoeffs(inSize: number, outSize: number, from: number, to: number, filter: Filter): AxisCoeffs {
+  const scale = inSize / outSize;
+  const filterScale = scale < 1 ? 1 : scale;
+  const support = filter.support * filterScale;
+  const ksize = Math.ceil(support) * 2 + 1;
+  const n = to - from;
+  const start = new Int32Array(n);
+  const len = new Int32Array(n);
+  const weights = new Int32Array(n * ksize);
+  const k = new Float64Array(ksize);
+  const ss = 1 / filterScale;
+  for (let o = from; o < to; o++) {
+    const center = (o + 0.5) * scale;
+    let xmin = Math.trunc(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    let xmax = Math.trunc(center + support + 0.5);
+    if (xmax > inSize) xmax = inSize;
+    xmax -= xmin;
+    let ww = 0;
+    for (let x = 0; x < xmax; x++) {
+      const w = filter.fn((x + xmin - center + 0.5) * ss);
+      k[x] = w;
+      ww += w;
+    }
+    const base = (o - from) * ksize;
+    for (let x = 0; x < xmax; x++) {
+      const w = ww !== 0 ? k[x]! / ww : k[x]!;
+      weights[base + x] = w < 0 ? Math.trunc(-0.5 + w * ONE) : Math.trunc(0.5 + w * ONE);
+    }
+    start[o - from] = xmin;
+    len[o - from] = xmax;
+  }
+  return { start, len, weights, ksize };
+}
+
+function clip8(acc: number): number {
+  if (acc >= ONE * 256) return 255;
+  if (acc <= 0) return 0;
+  return Math.floor(acc / ONE);
+}
+
+/** A window of the resized image: output columns [x0, x0 + w) and rows [y0, y0 + h). */
+export interface OutputWindow {
+  x0: number;
+  y0: number;
+  w: number;
+  h: number;
+}
+
+/**
+ * Resizes an interleaved RGB uint8 image (`width` x `height`) to `outW` x `outH` with a Pillow filter and
+ * returns only `window` of the result (default: all of it), as interleaved RGB uint8.
+ */
+export function resampleRgb(
+  src: Uint8Array,
+  width: number,
+  height: number,
+  outW: number,
+  outH: number,
+  filterCode: number,
+  window: OutputWindow = { x0: 0, y0: 0, w: outW, h: outH },
+): Uint8Array {
+  const { x0, y0, w: ww, h: wh } = window;
+  if (filterCode === PillowFilter.Nearest) return nearest(src, width, height, outW, outH, window);
+  const filter = FILTERS[filterCode];
+  if (!filter) throw new RangeError(`unsupported Pillow filter ${filterCode}`);
+
+  const needH = outW !== width;
+  const needV = outH !== height;
+  // Vertical taps decide which source rows the horizontal pass must produce.
+  const vc = needV ? axisCoeffs(height, outH, y0, y0 + wh, filter) : undefined;
+  let rowFirst: number;
+  let rowLast: number;
+  if (vc) {
+    rowFirst = vc.start[0]!;
+    rowLast = vc.start[wh - 1]! + vc.len[wh - 1]!;
+    for (let i = 0; i < wh; i++) {
+      rowFirst = Math.min(rowFirst, vc.start[i]!);
+      rowLast = Math.max(rowLast, vc.start[i]! + vc.len[i]!);
+    }
+  } else {
+    rowFirst = y0;
+    rowLast = y0 + wh;
+  }
+  const rows = rowLast - rowFirst;
+
+  // Horizontal pass: rows [rowFirst, rowLast), output columns [x0, x0 + ww), stored as uint8.
+  let tmp: Uint8Array;
+  const tmpStride = ww * 3;
+  if (needH) {
+    const hc = axisCoeffs(width, outW, x0, x0 + ww, filter);
+    tmp = new Uint8Array(rows * tmpStride);
+    const { start, len, weights, ksize } = hc;
+    for (let r = 0; r < rows; r++) {
+      const rowBase = (rowFirst + r) * width * 3;
+      const outBase = r * tmpStride;
+      for (let o = 0; o < ww; o++) {
+        let a0 = HALF;
+        let a1 = HALF;
+        let a2 = HALF;
+        const kb = o * ksize;
+        const n = len[o]!;
+        let p = rowBase + start[o]! * 3;
+        for (let t = 0; t < n; t++, p += 3) {
+          const wgt = weights[kb + t]!;
+          a0 += src[p]! * wgt;
+          a1 += src[p + 1]! * wgt;
+          a2 += src[p + 2]! * wgt;
+        }
+        const q = outBase + o * 3;
+        tmp[q] = clip8(a0);
+        tmp[q + 1] = clip8(a1);
+        tmp[q + 2] = clip8(a2);
+      }
+    }
+  } else {
+    tmp = new Uint8Array(rows * tmpStride);
+    for (let r = 0; r < rows; r++) {
+      const s = ((rowFirst + r) * width + x0) * 3;
+      tmp.set(src.subarray(s, s + tmpStride), r * tmpStride);
+    }
+  }
+  if (!vc) return tmp;
+
+  // Vertical pass: output rows [y0, y0 + wh), reading tmp rows relative to rowFirst.
+  const out = new Uint8Array(wh * tmpStride);
+  const acc = new Float64Array(tmpStride);
+  const { start, len, weights, ksize } = vc;
+  for (let o = 0; o < wh; o++) {
+    acc.fill(HALF);
+    const n = len[o]!;
+    const kb = o * ksize;
+    const r0 = start[o]! - rowFirst;
+    for (let t = 0; t < n; t++) {
+      const wgt = weights[kb + t]!;
+      const rb = (r0 + t) * tmpStride;
+      for (let i = 0; i < tmpStride; i++) acc[i] += tmp[rb + i]! * wgt;
+    }
+    const ob = o * tmpStride;
+    for (let i = 0; i < tmpStride; i++) out[ob + i] = clip8(acc[i]!);
+  }
+  return out;
+}
+
+/** Pillow's NEAREST resize: source index floor((o + 0.5) * scale). */
+function nearest(src: Uint8Array, width: number, height: number, outW: number, outH: number, win: OutputWindow): Uint8Array {
+  const out = new Uint8Array(win.w * win.h * 3);
+  const sx = width / outW;
+  const sy = height / outH;
+  for (let y = 0; y < win.h; y++) {
+    const iy = Math.min(height - 1, Math.floor((win.y0 + y + 0.5) * sy));
+    for (let x = 0; x < win.w; x++) {
+      const ix = Math.min(width - 1, Math.floor((win.x0 + x + 0.5) * sx));
+      const s = (iy * width + ix) * 3;
+      const d = (y * win.w + x) * 3;
+      out[d] = src[s]!;
+      out[d + 1] = src[s + 1]!;
+      out[d + 2] = src[s + 2]!;
+    }
+  }
+  return out;
+}

@@ -1,0 +1,93 @@
+/**
+ * `ImageModality` (`meditron_clip`): a frozen CLIP vision tower followed by a trainable projector to the
+ * LLM's hidden size. Its embedding of an image is the projected patch tokens of the last encoder layer
+ * (`last_hidden_state[:, 1:, :]`, the class token dropped), as in the Python original.
+ * @module
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { BaseModality, createProjector, MultimeditronError, RegisterModality } from '@multimeditron/core';
+import { ClipVisionEncoder, numPatches } from './clip-vision.js';
+import { ImageConfig, IMAGE_MODEL_TYPE } from './config.js';
+import { ImageProcessor } from './processor.js';
+
+/**
+ * The image modality. Build it through an instance (`mm.modalities.fromPretrained('meditron_clip', {...})`)
+ * or directly with `ImageModality.fromConfig(new ImageConfig({...}), ctx)`.
+ *
+ * - `forward(pixelValues[])` -> [n, numEmbeddings, hiddenSize] (chunked by `maxBatchSize`);
+ * - `encodeFeatures(batch)` -> `{ last_hidden_state, pooler_output, image_embeds? }` (raw encoder outputs);
+ * - the encoder weights are frozen by default, the projector is trainable.
+ */
+@RegisterModality(IMAGE_MODEL_TYPE, {
+  config: ImageConfig,
+  processor: ImageProcessor,
+  encoderKey: 'clipName',
+  encoderModelTypes: ['clip', 'clip_vision_model'],
+})
+export class ImageModality extends BaseModality<ImageConfig, ImageProcessor> {
+  /** The CLIP vision tower (set by `load`). */
+  encoder!: ClipVisionEncoder;
+
+  /** Resolves `clipName`, loads the tower, reads the processor configuration and builds the projector. */
+  protected async load(): Promise<void> {
+    const dir = await this.ctx.resolver.resolve(this.config.clipName);
+    const encoder = await ClipVisionEncoder.load(dir);
+    try {
+      const processor = new ImageProcessor(this.config);
+      await processor.initFromFolder(dir, this.ctx.logger, encoder.config);
+      const projector = createProjector({
+        type: this.config.projectionType,
+        inputDim: encoder.config.hiddenSize,
+        outputDim: this.config.hiddenSize,
+        pixelShuffleFactor: this.config.pixelShuffleFactor,
+      });
+      const tokens = projector.outputTokens(numPatches(encoder.config));
+      if (tokens !== processor.numEmbeddings) {
+        projector.dispose();
+        throw new MultimeditronError('E_INTERNAL', `projector gives ${tokens} tokens but the processor announces ${processor.numEmbeddings}`);
+      }
+      this.encoder = encoder;
+      this.processor = processor;
+      this.projector = projector;
+    } catch (e) {
+      encoder.dispose();
+      throw e;
+    }
+  }
+
+  /** Token slots per image (after the projector). */
+  get numEmbeddings(): number {
+    return this.processor.numEmbeddings;
+  }
+
+  /** [b, 3, s, s] -> last_hidden_state[:, 1:, :] -> projector -> [b, numEmbeddings, hiddenSize]. */
+  protected embedBatch(batch: tf.Tensor): tf.Tensor3D {
+    const { lastHiddenState } = this.encoder.forward(batch, { pooled: false });
+    const [b, n, d] = lastHiddenState.shape;
+    const patches = tf.slice(lastHiddenState, [0, 1, 0], [b, n - 1, d]);
+    return this.projector.apply(patches);
+  }
+
+  /** The tower's weights by Hugging Face checkpoint name (`vision_model.…`, `visual_projection.weight`). */
+  encoderVariables(): Map<string, tf.Variable> {
+    return this.encoder.weights;
+  }
+
+  /**
+   * Raw encoder outputs for one batch [b, 3, s, s]: `last_hidden_state` [b, 1 + patches, width],
+   * `pooler_output` [b, width] and, when the checkpoint has a visual projection, `image_embeds`
+   * [b, projectionDim]. The caller owns the tensors.
+   */
+  override encodeFeatures(batch: tf.Tensor): Record<string, tf.Tensor> {
+    const out = this.encoder.forward(batch);
+    const features: Record<string, tf.Tensor> = { last_hidden_state: out.lastHiddenState, pooler_output: out.poolerOutput! };
+    if (out.imageEmbeds) features['image_embeds'] = out.imageEmbeds;
+    return features;
+  }
+
+  /** Releases the encoder and projector weights. */
+  override dispose(): void {
+    this.encoder?.dispose();
+    this.projector?.dispose();
+  }
+}
