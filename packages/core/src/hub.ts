@@ -24,7 +24,8 @@ export interface ModelResolverOptions {
   /** Environment to read (default `process.env`). */
   env?: NodeJS.ProcessEnv;
   /**
-   * Files to download for a model, as globs over repo paths (`*` stays within a folder, `**` crosses them).
+   * Files to download for a model, as globs over repo paths (`*` stays within a folder, `**` crosses them,
+   * `**\/` also matches no folder at all).
    * Default {@link DEFAULT_ALLOW_PATTERNS}: top-level configs, weights and tokenizer files.
    */
   allowPatterns?: string[];
@@ -55,11 +56,12 @@ export function defaultHubCache(env: NodeJS.ProcessEnv = process.env): string {
   return path.join(home, 'hub');
 }
 
-/** A glob over repo paths: `*` matches within one path segment, `**` across segments. */
+/** A glob over repo paths: `*` matches within one path segment, `**` across segments, `**\/` zero or more folders. */
 function globToRegExp(glob: string): RegExp {
+  const token = new Map([['**/', '(?:.*/)?'], ['**', '.*'], ['*', '[^/]*']]);
   const body = glob
-    .split(/(\*\*|\*)/)
-    .map((part) => (part === '**' ? '.*' : part === '*' ? '[^/]*' : part.replace(/[.+?^${}()|[\]\\]/g, '\\$&')))
+    .split(/(\*\*\/|\*\*|\*)/)
+    .map((part) => token.get(part) ?? part.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
     .join('');
   return new RegExp(`^${body}$`);
 }
