@@ -1,0 +1,270 @@
+/**
+ * The Whisper audio encoder in tfjs, loaded from a Hugging Face checkpoint (`WhisperModel`, keys
+ * `encoder.*`, or `WhisperForConditionalGeneration`, keys `model.encoder.*`; F32/F16/BF16 safetensors,
+ * single or sharded; decoder keys ignored).
+ *
+ * `x = gelu(conv1(features))`, `x = gelu(conv2(x))` (stride 2), `+ embed_positions` (the stored table, never
+ * recomputed: half-precision checkpoints round it); pre-LN transformer layers with `k_proj` without bias and
+ * `q` scaled by `head_dim^-0.5`; a final LayerNorm. LayerNorm eps 1e-5, convolution GELUs exact (erf).
+ * @module
+ */
+import { promises as fs } from 'node:fs';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { gelu, linear, ModelLoadError, readJsonFile, SafetensorsCheckpoint, ShapeError } from '@multimeditron/core';
+
+/** The `WhisperConfig` fields the encoder uses (read from `config.json`). */
+export interface WhisperEncoderConfig {
+  /** Hidden size (`d_model`). */
+  dModel: number;
+  /** `encoder_layers`. */
+  layers: number;
+  /** `encoder_attention_heads`. */
+  heads: number;
+  /** `encoder_ffn_dim` (not always 4 * d_model). */
+  ffnDim: number;
+  /** `num_mel_bins`. */
+  numMelBins: number;
+  /** `max_source_positions`: output length (1500); the input has twice as many frames. */
+  maxSourcePositions: number;
+  /** `activation_function` of the feed-forward blocks. */
+  activation: string;
+}
+
+/** Activations the feed-forward block supports (Hugging Face `ACT2FN` names). */
+export const WHISPER_ACTIVATIONS = ['gelu', 'gelu_new', 'gelu_pytorch_tanh', 'gelu_fast', 'relu', 'quick_gelu', 'silu', 'swish'] as const;
+
+const LN_EPS = 1e-5;
+
+/** Reads the encoder fields of a Hugging Face `WhisperConfig` JSON object. */
+export function whisperEncoderConfig(json: Record<string, unknown>, file = 'config.json'): WhisperEncoderConfig {
+  const int = (key: string, fallback?: number): number => {
+    const v = json[key] ?? fallback;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new ModelLoadError(file, `"${key}" must be a positive integer, got ${JSON.stringify(v)}`);
+    return v;
+  };
+  const dModel = int('d_model');
+  const heads = int('encoder_attention_heads');
+  if (dModel % heads !== 0) throw new ModelLoadError(file, `d_model ${dModel} is not divisible by encoder_attention_heads ${heads}`);
+  const activation = String(json['activation_function'] ?? 'gelu');
+  if (!(WHISPER_ACTIVATIONS as readonly string[]).includes(activation)) {
+    throw new ModelLoadError(file, `unsupported activation_function "${activation}" (supported: ${WHISPER_ACTIVATIONS.join(', ')})`);
+  }
+  return {
+    dModel,
+    layers: int('encoder_layers'),
+    heads,
+    ffnDim: int('encoder_ffn_dim'),
+    numMelBins: int('num_mel_bins', 80),
+    maxSourcePositions: int('max_source_positions', 1500),
+    activation,
+  };
+}
+
+function activate(x: tf.Tensor, name: string): tf.Tensor {
+  switch (name) {
+    case 'gelu':
+      return gelu(x);
+    case 'relu':
+      return tf.relu(x);
+    case 'quick_gelu':
+      return tf.mul(x, tf.sigmoid(tf.mul(x, 1.702)));
+    case 'silu':
+    case 'swish':
+      return tf.mul(x, tf.sigmoid(x));
+    default: {
+      // tanh approximation (gelu_new, gelu_pytorch_tanh, gelu_fast)
+      const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI));
+      return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(inner)));
+    }
+  }
+}
+
+function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    const mean = tf.mean(x, -1, true);
+    const xc = tf.sub(x, mean);
+    const variance = tf.mean(tf.square(xc), -1, true);
+    return tf.add(tf.mul(tf.mul(xc, tf.rsqrt(tf.add(variance, LN_EPS))), weight), bias);
+  });
+}
+
+/** Output of {@link WhisperEncoder.forward}. */
+export interface WhisperEncoderOutput {
+  /** `[b, maxSourcePositions, dModel]`, after the final LayerNorm. */
+  lastHiddenState: tf.Tensor3D;
+  /**
+   * With `outputHiddenStates`: Hugging Face's `hidden_states` (`layers + 1` tensors): index 0 = conv stack +
+   * positions, index i = output of layer i-1, the last = `lastHiddenState`.
+   */
+  hiddenStates?: tf.Tensor3D[];
+}
+
+/** The Whisper encoder. Weights are tf.Variables (not trainable until a modality unfreezes them). */
+export class WhisperEncoder {
+  private constructor(
+    readonly config: WhisperEncoderConfig,
+    /** The weights under their `WhisperModel` names (`encoder.conv1.weight`, ...). */
+    readonly variables: Map<string, tf.Variable>,
+    /** The checkpoint's own key prefix (`model.encoder.`, `encoder.` or none). */
+    readonly sourcePrefix: string,
+  ) {}
+
+  /** Expected shape of every encoder weight, by name without prefix. */
+  static weightShapes(c: WhisperEncoderConfig): Map<string, number[]> {
+    const d = c.dModel;
+    const m = new Map<string, number[]>([
+      ['conv1.weight', [d, c.numMelBins, 3]], ['conv1.bias', [d]],
+      ['conv2.weight', [d, d, 3]], ['conv2.bias', [d]],
+      ['embed_positions.weight', [c.maxSourcePositions, d]],
+    ]);
+    for (let i = 0; i < c.layers; i++) {
+      const p = `layers.${i}.`;
+      for (const proj of ['q_proj', 'k_proj', 'v_proj', 'out_proj']) {
+        m.set(`${p}self_attn.${proj}.weight`, [d, d]);
+        if (proj !== 'k_proj') m.set(`${p}self_attn.${proj}.bias`, [d]);
+      }
+      for (const ln of ['self_attn_layer_norm', 'final_layer_norm']) {
+        m.set(`${p}${ln}.weight`, [d]);
+        m.set(`${p}${ln}.bias`, [d]);
+      }
+      m.set(`${p}fc1.weight`, [c.ffnDim, d]);
+      m.set(`${p}fc1.bias`, [c.ffnDim]);
+      m.set(`${p}fc2.weight`, [d, c.ffnDim]);
+      m.set(`${p}fc2.bias`, [d]);
+    }
+    m.set('layer_norm.weight', [d]);
+    m.set('layer_norm.bias', [d]);
+    return m;
+  }
+
+  /**
+   * Loads the encoder from a local model folder (`config.json` + safetensors). Throws {@link ModelLoadError}
+   * naming the file and key on a missing key, a wrong shape or an unusable config.
+   */
+  static async fromPretrained(dir: string, options: { trainable?: boolean } = {}): Promise<WhisperEncoder> {
+    const configFile = path.join(dir, 'config.json');
+    const json = (await readJsonFile(configFile)) as Record<string, unknown>;
+    if (json['model_type'] !== undefined && json['model_type'] !== 'whisper') {
+      throw new ModelLoadError(configFile, `model_type is "${String(json['model_type'])}", expected "whisper"`);
+    }
+    const config = whisperEncoderConfig(json, configFile);
+    let ckpt: SafetensorsCheckpoint;
+    try {
+      ckpt = await SafetensorsCheckpoint.open(dir);
+    } catch (e) {
+      const hasBin = await fs.access(path.join(dir, 'pytorch_model.bin')).then(() => true, () => false);
+      throw new ModelLoadError(dir, `cannot open the safetensors checkpoint: ${(e as Error).message}`, undefined, {
+        cause: e,
+        suggestions: hasBin ? ['Only pytorch_model.bin is present: convert it to safetensors (or download the safetensors revision).'] : [],
+      });
+    }
+    const variables = new Map<string, tf.Variable>();
+    try {
+      const prefix = ['model.encoder.', 'encoder.', ''].find((p) => ckpt.has(`${p}conv1.weight`));
+      if (prefix === undefined) {
+        throw new ModelLoadError(ckpt.source, 'no Whisper encoder weights found (expected model.encoder.* or encoder.*)', 'conv1.weight');
+      }
+      for (const [name, shape] of WhisperEncoder.weightShapes(config)) {
+        const key = prefix + name;
+        if (!ckpt.has(key)) throw new ModelLoadError(ckpt.source, 'missing encoder weight', key);
+        const info = ckpt.info(key);
+        if (info.shape.join() !== shape.join()) {
+          throw new ModelLoadError(info.file, `shape [${info.shape}] does not match config.json's [${shape}]`, key);
+        }
+        if (!['F32', 'F16', 'BF16', 'F64'].includes(info.dtype)) throw new ModelLoadError(info.file, `dtype ${info.dtype} is not a float type`, key);
+        const t = await ckpt.readTensor(key);
+        variables.set(`encoder.${name}`, tf.variable(t, options.trainable ?? false));
+        t.dispose();
+      }
+      return new WhisperEncoder(config, variables, prefix);
+    } catch (e) {
+      for (const v of variables.values()) v.dispose();
+      throw e;
+    } finally {
+      await ckpt.close();
+    }
+  }
+
+  private w(name: string): tf.Variable {
+    return this.variables.get(`encoder.${name}`)!;
+  }
+
+  /** Number of input frames the encoder expects (2 x max_source_positions = 3000). */
+  get inputFrames(): number {
+    return 2 * this.config.maxSourcePositions;
+  }
+
+  /**
+   * Runs the encoder on `[b, numMelBins, 2 * maxSourcePositions]` log-mel features. Tensors are tidied;
+   * the caller owns the returned ones.
+   */
+  forward(features: tf.Tensor, options: { outputHiddenStates?: boolean } = {}): WhisperEncoderOutput {
+    const c = this.config;
+    if (features.rank !== 3 || features.shape[1] !== c.numMelBins || features.shape[2] !== this.inputFrames) {
+      throw new ShapeError(`Whisper encoder expects input_features [b, ${c.numMelBins}, ${this.inputFrames}], got [${features.shape}]`);
+    }
+    return tf.tidy(() => {
+      const conv = (x: tf.Tensor3D, name: string, stride: number) => tf.tidy(() => {
+        const filter = tf.transpose(this.w(`${name}.weight`), [2, 1, 0]) as tf.Tensor3D; // [k, in, out]
+        const padded = tf.pad(x, [[0, 0], [1, 1], [0, 0]]);
+        return gelu(tf.add(tf.conv1d(padded, filter, stride, 'valid'), this.w(`${name}.bias`))) as tf.Tensor3D;
+      });
+      const x0 = tf.transpose(features, [0, 2, 1]) as tf.Tensor3D; // [b, frames, mels]
+      const x1 = conv(x0, 'conv1', 1);
+      const x2 = conv(x1, 'conv2', 2);
+      let h = tf.add(x2, this.w('embed_positions.weight')) as tf.Tensor3D;
+      const hidden: tf.Tensor3D[] = [h];
+      for (let i = 0; i < c.layers; i++) {
+        h = this.layer(h, i);
+        if (options.outputHiddenStates && i < c.layers - 1) hidden.push(h);
+      }
+      const last = layerNorm(h, this.w('layer_norm.weight'), this.w('layer_norm.bias')) as tf.Tensor3D;
+      if (!options.outputHiddenStates) return { lastHiddenState: last };
+      hidden.push(last);
+      return { lastHiddenState: last, hiddenStates: hidden };
+    });
+  }
+
+  private layer(h: tf.Tensor3D, i: number): tf.Tensor3D {
+    return tf.tidy(() => {
+      const c = this.config;
+      const p = `layers.${i}.`;
+      const [b, T, d] = h.shape;
+      const H = c.heads;
+      const hd = d / H;
+      const x = layerNorm(h, this.w(`${p}self_attn_layer_norm.weight`), this.w(`${p}self_attn_layer_norm.bias`));
+      const heads = (t: tf.Tensor) => tf.transpose(tf.reshape(t, [b, T, H, hd]), [0, 2, 1, 3]); // [b, H, T, hd]
+      const q = heads(tf.mul(linear(x, this.w(`${p}self_attn.q_proj.weight`), this.w(`${p}self_attn.q_proj.bias`)), hd ** -0.5));
+      const k = heads(linear(x, this.w(`${p}self_attn.k_proj.weight`)));
+      const v = heads(linear(x, this.w(`${p}self_attn.v_proj.weight`), this.w(`${p}self_attn.v_proj.bias`)));
+      // one example at a time keeps the [H, T, T] score matrix small (72 MB for whisper-base)
+      const outs: tf.Tensor[] = [];
+      for (let e = 0; e < b; e++) {
+        outs.push(tf.tidy(() => {
+          const qe = tf.squeeze(tf.slice(q, [e, 0, 0, 0], [1, H, T, hd]), [0]);
+          const ke = tf.squeeze(tf.slice(k, [e, 0, 0, 0], [1, H, T, hd]), [0]);
+          const ve = tf.squeeze(tf.slice(v, [e, 0, 0, 0], [1, H, T, hd]), [0]);
+          const probs = tf.softmax(tf.matMul(qe, ke, false, true));
+          return tf.reshape(tf.transpose(tf.matMul(probs, ve), [1, 0, 2]), [T, d]); // [T, H * hd]
+        }));
+      }
+      const attn = b === 1 ? tf.expandDims(outs[0]!, 0) : tf.stack(outs);
+      const h1 = tf.add(h, linear(attn, this.w(`${p}self_attn.out_proj.weight`), this.w(`${p}self_attn.out_proj.bias`)));
+      const y = layerNorm(h1, this.w(`${p}final_layer_norm.weight`), this.w(`${p}final_layer_norm.bias`));
+      const f = linear(activate(linear(y, this.w(`${p}fc1.weight`), this.w(`${p}fc1.bias`)), c.activation), this.w(`${p}fc2.weight`), this.w(`${p}fc2.bias`));
+      return tf.add(h1, f) as tf.Tensor3D;
+    });
+  }
+
+  /** Sets `trainable` on every weight. */
+  setTrainable(trainable: boolean): void {
+    for (const v of this.variables.values()) v.trainable = trainable;
+  }
+
+  /** Releases every weight. */
+  dispose(): void {
+    for (const v of this.variables.values()) v.dispose();
+    this.variables.clear();
+  }
+}
