@@ -1,0 +1,87 @@
+import { existsSync, promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { readSafetensors } from '@multimeditron/core';
+import { compare, golden, manifest, REPO_ROOT } from '../../../test/helpers/fixtures.js';
+import { runCli } from './helpers.js';
+
+const IMAGE_PLUGIN = path.join(REPO_ROOT, 'plugins', 'image');
+const AUDIO_PLUGIN = path.join(REPO_ROOT, 'plugins', 'audio');
+
+async function expectedTensors(file: string) {
+  return (await readSafetensors(golden('expected', file))).tensors;
+}
+
+describe('multimeditron features', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'mm-features-'));
+  });
+  afterAll(async () => {
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  test('images: writes i.pixel_values, i.last_hidden_state, i.pooler_output matching the references; a bad file fails alone', async () => {
+    const cases = manifest().clip.cases as Array<{ name: string; image: string }>;
+    const files = [...cases.map((c) => golden(c.image)), golden('images', 'truncated.jpg')];
+    const out = path.join(dir, 'img.safetensors');
+    const r = runCli(['features', golden('clip-tiny'), ...files, '--out', out, '--plugins', IMAGE_PLUGIN, '--json']);
+    expect(r.status).toBe(1); // truncated.jpg failed, the others were written
+    expect(r.stderr).toContain('truncated.jpg');
+    const { tensors, metadata } = await readSafetensors(out);
+    expect(JSON.parse(metadata['files']!)).toEqual(files);
+    expect(Object.keys(JSON.parse(metadata['errors']!))).toEqual([String(cases.length)]);
+    const exp = await expectedTensors('clip-tiny.safetensors');
+    cases.forEach((c, i) => {
+      const pv = compare(tensors.get(`${i}.pixel_values`)!.data as Float32Array, exp.get(`${c.name}.pixel_values`)!.data as Float32Array, 1e-5);
+      expect(pv.ok).toBe(true);
+      for (const key of ['last_hidden_state', 'pooler_output']) {
+        const got = tensors.get(`${i}.${key}`)!;
+        expect(got.shape).toEqual(exp.get(`${c.name}.${key}`)!.shape);
+        const cmp = compare(got.data as Float32Array, exp.get(`${c.name}.${key}`)!.data as Float32Array, 1e-4, 1e-4);
+        expect({ key, name: c.name, ok: cmp.ok }).toEqual({ key, name: c.name, ok: true });
+      }
+    });
+    expect(tensors.has(`${cases.length}.pixel_values`)).toBe(false);
+  });
+
+  test('images: --from-tensors feeds the stored pixel_values to the encoder alone', async () => {
+    const out = path.join(dir, 'stored.safetensors');
+    const r = runCli(['features', golden('clip-tiny'), '--from-tensors', golden('expected', 'clip-tiny.safetensors'), '--out', out, '--plugins', IMAGE_PLUGIN]);
+    expect(r.status).toBe(0);
+    const { tensors, metadata } = await readSafetensors(out);
+    const keys = JSON.parse(metadata['files']!) as string[];
+    expect(keys.length).toBe(manifest().clip.cases.length);
+    const exp = await expectedTensors('clip-tiny.safetensors');
+    keys.forEach((k, i) => {
+      const name = k.replace(/\.pixel_values$/, '');
+      const cmp = compare(tensors.get(`${i}.last_hidden_state`)!.data as Float32Array, exp.get(`${name}.last_hidden_state`)!.data as Float32Array, 1e-4, 1e-4);
+      expect(cmp.ok).toBe(true);
+    });
+  });
+
+  test('audio: writes i.input_features and i.last_hidden_state matching the references', async () => {
+    expect(existsSync(path.join(AUDIO_PLUGIN, 'dist', 'index.js'))).toBe(true);
+    const cases = (manifest().whisper.cases as Array<{ name: string; audio: string }>).filter((c) => !c.name.includes('44k1'));
+    const out = path.join(dir, 'audio.safetensors');
+    const r = runCli(['features', golden('whisper-tiny'), ...cases.map((c) => golden(c.audio)), '--out', out, '--plugins', AUDIO_PLUGIN]);
+    expect(r.stderr).not.toMatch(/error:/);
+    expect(r.status).toBe(0);
+    const { tensors } = await readSafetensors(out);
+    const exp = await expectedTensors('whisper-tiny.safetensors');
+    cases.forEach((c, i) => {
+      const f = compare(tensors.get(`${i}.input_features`)!.data as Float32Array, exp.get(`${c.name}.input_features`)!.data as Float32Array, 5e-4);
+      expect({ name: c.name, ok: f.ok }).toEqual({ name: c.name, ok: true });
+      expect(tensors.get(`${i}.last_hidden_state`)!.shape).toEqual([1500, 32]);
+    });
+  });
+
+  test('a model whose config.json no plugin claims is a usage error (exit 2)', async () => {
+    const m = path.join(dir, 'unknown-model');
+    await fs.mkdir(m, { recursive: true });
+    await fs.writeFile(path.join(m, 'config.json'), JSON.stringify({ model_type: 'bert' }));
+    const r = runCli(['features', m, golden('images', 'retina.jpg'), '--out', path.join(dir, 'x.safetensors'), '--plugins', IMAGE_PLUGIN]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/--modality/);
+  });
+});
