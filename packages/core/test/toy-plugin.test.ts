@@ -75,6 +75,11 @@ test('load -> process -> forward gives the plain-JS numbers, leaking no tensor',
     out.dispose();
     expect(tf.memory().numTensors).toBe(before);
     expect(maxAbsDiff(got, reference(m, Float32Array.from([1, 2, 3, 4, 5, 6]), 2))).toBeLessThan(1e-4);
+    // a modality without raw encoder outputs to show returns none
+    const batch = tf.zeros([1, 2, 3]);
+    expect(m.encodeFeatures(batch)).toEqual({});
+    batch.dispose();
+    expect(tf.memory().numTensors).toBe(before);
   } finally {
     m.dispose();
   }
