@@ -108,9 +108,14 @@ function f32ToBf16(x: number): number {
   return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
 }
 
-/** Copies `bytes` (any alignment) into a fresh typed array of the given dtype. */
+/**
+ * Views `bytes` as a typed array of the given dtype (floats upcast to float32). A buffer the bytes fill
+ * entirely (what the reader allocates per tensor) is used in place; otherwise the bytes are copied to an
+ * aligned buffer first.
+ */
 function decode(dtype: SafetensorsDtype, bytes: Uint8Array): TensorData {
-  const buf = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+  const whole = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength;
+  const buf = (whole ? bytes.buffer : bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)) as ArrayBuffer;
   switch (dtype) {
     case 'F32': return new Float32Array(buf);
     case 'F64': return Float32Array.from(new Float64Array(buf));
@@ -131,6 +136,8 @@ function decode(dtype: SafetensorsDtype, bytes: Uint8Array): TensorData {
 
 /** The largest header we accept (the reference implementation uses 100 MB). */
 const MAX_HEADER = 100_000_000;
+/** The largest single read (Node caps one read at 2 GiB - 1). */
+const MAX_READ = 0x4000_0000;
 
 /** An open safetensors file. Close it with {@link close} (or use {@link readSafetensors}). */
 export class SafetensorsFile {
@@ -180,9 +187,12 @@ export class SafetensorsFile {
     const info = this.info(key);
     const n = info.end - info.begin;
     const bytes = new Uint8Array(n);
-    if (n > 0) {
-      const { bytesRead } = await this.handle.read(bytes, 0, n, info.begin);
-      if (bytesRead !== n) throw new SafetensorsError(this.file, `short read for "${key}" (${bytesRead} of ${n} bytes)`);
+    // one read per tensor at its offset; loop because a single read returns at most 2 GiB
+    let done = 0;
+    while (done < n) {
+      const { bytesRead } = await this.handle.read(bytes, done, Math.min(n - done, MAX_READ), info.begin + done);
+      if (bytesRead === 0) throw new SafetensorsError(this.file, `short read for "${key}" (${done} of ${n} bytes)`);
+      done += bytesRead;
     }
     return { dtype: info.dtype, shape: [...info.shape], data: decode(info.dtype, bytes) };
   }

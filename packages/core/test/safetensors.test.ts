@@ -1,8 +1,9 @@
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
 import {
-  readSafetensors, SafetensorsCheckpoint, SafetensorsError, SafetensorsFile, serializeSafetensors, writeSafetensors,
+  readSafetensors, SafetensorsCheckpoint, SafetensorsError, SafetensorsFile, selectBackend, serializeSafetensors, writeSafetensors,
 } from '@multimeditron/core';
 import { golden } from '../../../test/helpers/fixtures.js';
 
@@ -160,5 +161,150 @@ describe('malformed safetensors give a typed error naming the file', () => {
     expect(err.file).toBe(file);
     expect(err.message).toContain(file);
     expect(err.message).toMatch(re);
+  });
+});
+
+describe('half-precision checkpoints written by others read exactly', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'mm-st-half-'));
+    await selectBackend({ backend: 'wasm' });
+  });
+  afterAll(async () => {
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  /** A file built byte by byte (not by our writer): one tensor per entry, raw little-endian uint16 words. */
+  async function handMade(name: string, entries: Record<string, { dtype: string; words: number[]; shape: number[] }>): Promise<string> {
+    const header: Record<string, unknown> = {};
+    const chunks: Buffer[] = [];
+    let off = 0;
+    for (const [k, e] of Object.entries(entries)) {
+      const b = Buffer.alloc(e.words.length * 2);
+      e.words.forEach((w, i) => b.writeUInt16LE(w, i * 2));
+      header[k] = { dtype: e.dtype, shape: e.shape, data_offsets: [off, off + b.length] };
+      chunks.push(b);
+      off += b.length;
+    }
+    const h = Buffer.from(JSON.stringify(header));
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(h.length));
+    const file = path.join(dir, name);
+    await fs.writeFile(file, Buffer.concat([len, h, ...chunks]));
+    return file;
+  }
+
+  // bit pattern -> exact value (IEEE 754 binary16 and bfloat16)
+  const F16: Array<[number, number]> = [
+    [0x3c00, 1], [0xc000, -2], [0x7bff, 65504], [0x0001, 2 ** -24], [0x03ff, 1023 * 2 ** -24], [0x0400, 2 ** -14],
+    [0x3555, 0.333251953125], [0x7c00, Infinity], [0xfc00, -Infinity], [0x8000, -0], [0x0000, 0],
+  ];
+  const BF16: Array<[number, number]> = [
+    [0x3f80, 1], [0xc000, -2], [0x4049, 3.140625], [0x7f7f, 3.3895313892515355e38], [0x0001, 2 ** -133], [0x0080, 2 ** -126],
+    [0x7f80, Infinity], [0xff80, -Infinity], [0x8000, -0], [0xbeab, -0.333984375],
+  ];
+
+  test('F16 and BF16 bit patterns (normals, subnormals, extremes, infinities, signed zero, NaN) upcast to float32', async () => {
+    const file = await handMade('half.safetensors', {
+      f16: { dtype: 'F16', words: F16.map(([w]) => w), shape: [F16.length] },
+      bf16: { dtype: 'BF16', words: BF16.map(([w]) => w), shape: [BF16.length] },
+      nan: { dtype: 'F16', words: [0x7e00, 0x7c01], shape: [2] },
+      bnan: { dtype: 'BF16', words: [0x7fc0], shape: [1] },
+      grid: { dtype: 'BF16', words: [0x3f80, 0x4000, 0x4040, 0x4080, 0x40a0, 0x40c0], shape: [2, 3] },
+    });
+    const { tensors } = await readSafetensors(file);
+    expect(tensors.get('f16')!.dtype).toBe('F16');
+    expect(tensors.get('f16')!.data).toBeInstanceOf(Float32Array);
+    expect(Array.from(tensors.get('f16')!.data as Float32Array)).toEqual(F16.map(([, v]) => Math.fround(v)));
+    expect(Array.from(tensors.get('bf16')!.data as Float32Array)).toEqual(BF16.map(([, v]) => Math.fround(v)));
+    expect(Object.is((tensors.get('f16')!.data as Float32Array)[9], -0)).toBe(true);
+    expect(Array.from(tensors.get('nan')!.data as Float32Array).every(Number.isNaN)).toBe(true);
+    expect(Number.isNaN((tensors.get('bnan')!.data as Float32Array)[0])).toBe(true);
+    // through a checkpoint, as a float32 tfjs tensor
+    const ck = await SafetensorsCheckpoint.open(file);
+    const before = tf.memory().numTensors;
+    try {
+      const t = await ck.readTensor('grid');
+      expect(t.dtype).toBe('float32');
+      expect(t.shape).toEqual([2, 3]);
+      expect(t.arraySync()).toEqual([[1, 2, 3], [4, 5, 6]]);
+      t.dispose();
+    } finally {
+      await ck.close();
+    }
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
+  test('our F16/BF16 writer rounds to nearest even (ties, overflow to infinity, subnormals)', async () => {
+    const file = path.join(dir, 'rounding.safetensors');
+    // 1 + 2^-11 is halfway between two halves: ties to even (1); 1 + 3 * 2^-11 ties up to 1 + 2^-9
+    const f16In = Float32Array.from([1 + 2 ** -11, 1 + 3 * 2 ** -11, 65520, 2 ** -25, 2 ** -24 * 1.5]);
+    const bf16In = Float32Array.from([1 + 2 ** -8, 1 + 3 * 2 ** -8, -0.1]);
+    await writeSafetensors(file, { a: { data: f16In, shape: [5], dtype: 'F16' }, b: { data: bf16In, shape: [3], dtype: 'BF16' } });
+    const buf = await fs.readFile(file);
+    const start = 8 + Number(buf.readBigUInt64LE(0));
+    const words = (from: number, n: number) => Array.from({ length: n }, (_, i) => buf.readUInt16LE(start + from + 2 * i));
+    expect(words(0, 5)).toEqual([0x3c00, 0x3c02, 0x7c00, 0x0000, 0x0002]);
+    expect(words(10, 3)).toEqual([0x3f80, 0x3f82, 0xbdcd]);
+  });
+});
+
+describe('the reader reads one tensor at a time, by offset', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'mm-st-lazy-'));
+  });
+  afterAll(async () => {
+    await fs.rm(dir, { recursive: true, force: true });
+  });
+
+  test('opening reads only the header; each tensor read is exactly its byte range; the file is never slurped', async () => {
+    const file = path.join(dir, 'big.safetensors');
+    const n = 64 * 1024;
+    await writeSafetensors(file, {
+      a: { data: new Float32Array(n).fill(1), shape: [n] },
+      b: { data: new Float32Array(n).fill(2), shape: [256, 256] },
+      c: { data: Float32Array.from([3]), shape: [] },
+    });
+    const size = (await fs.stat(file)).size;
+    const reads: Array<[number, number]> = [];
+    const promises = (await import('node:fs')).promises;
+    const realOpen = promises.open;
+    const realReadFile = promises.readFile;
+    let readFileCalls = 0;
+    promises.open = (async (...args: Parameters<typeof realOpen>) => {
+      const h = await realOpen(...args);
+      const realRead = h.read.bind(h) as (...a: unknown[]) => Promise<{ bytesRead: number }>;
+      (h as unknown as { read: unknown }).read = (buffer: Uint8Array, offset: number, length: number, position: number) => {
+        reads.push([position, length]);
+        return realRead(buffer, offset, length, position);
+      };
+      return h;
+    }) as typeof realOpen;
+    promises.readFile = ((...args: Parameters<typeof realReadFile>) => {
+      readFileCalls++;
+      return realReadFile(...args);
+    }) as typeof realReadFile;
+    try {
+      const f = await SafetensorsFile.open(file);
+      const headerLen = size - (2 * n * 4 + 4) - 8;
+      expect(reads).toEqual([[0, 8], [8, headerLen]]);
+      reads.length = 0;
+      const b = await f.read('b');
+      expect(reads).toEqual([[f.info('b').begin, n * 4]]);
+      expect(f.info('b').end - f.info('b').begin).toBe(n * 4);
+      expect((b.data as Float32Array)[n - 1]).toBe(2);
+      // the decoded array is a view of the one buffer read, not a copy of it
+      expect((b.data as Float32Array).buffer.byteLength).toBe(n * 4);
+      reads.length = 0;
+      await f.read('c');
+      await f.read('a');
+      expect(reads).toEqual([[f.info('c').begin, 4], [f.info('a').begin, n * 4]]);
+      await f.close();
+      expect(readFileCalls).toBe(0);
+    } finally {
+      promises.open = realOpen;
+      promises.readFile = realReadFile;
+    }
   });
 });
