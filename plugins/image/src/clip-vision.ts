@@ -278,7 +278,9 @@ export class ClipVisionEncoder {
     } finally {
       await ckpt.close();
     }
-    return new ClipVisionEncoder(config, weights, form);
+    const encoder = new ClipVisionEncoder(config, weights, form);
+    encoder.prepare();
+    return encoder;
   }
 
   /**
@@ -299,7 +301,9 @@ export class ClipVisionEncoder {
       weights.set(name, tf.variable(t, options.trainable ?? false));
       t.dispose();
     }
-    return new ClipVisionEncoder({ ...config }, weights);
+    const encoder = new ClipVisionEncoder({ ...config }, weights);
+    encoder.prepare();
+    return encoder;
   }
 
   /** Transposed copies of frozen matrix weights, keyed by weight name, valid while the variable keeps its data. */
