@@ -57,6 +57,7 @@ function registeredTypes(mm: Multimeditron): string[] | undefined {
   return types.size ? [...types].sort() : undefined;
 }
 
+/** Adds `check-dataset` to the program. */
 export function registerCheckDataset(program: Command): void {
   program
     .command('check-dataset <dataset>')

@@ -1,6 +1,9 @@
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import type { Tokenizer } from '@huggingface/tokenizers';
 import {
-  Collator, CollatorError, ConfigValidationError, IGNORE_TOKEN_INDEX, type CollatedBatch, type Sample,
+  Collator, CollatorError, ConfigValidationError, IGNORE_TOKEN_INDEX, ModelLoadError, type CollatedBatch, type Sample,
 } from '@multimeditron/core';
 import { LLAMA_DIR, referenceTokenizer } from './helpers.js';
 
@@ -89,6 +92,28 @@ describe('tokenizer and placeholder', () => {
 
   test('an attachment token that is several tokens is refused', () => {
     expect(() => new Collator(collator.tokenizer, collator.config, { attachmentToken: '<image>' })).toThrow(ConfigValidationError);
+  });
+
+  test('fromFiles: a chat_template.jinja file wins over the config; unreadable files are ModelLoadErrors', async () => {
+    const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'mm-collator-'));
+    try {
+      const jinja = path.join(tmp, 'chat_template.jinja');
+      await fs.writeFile(jinja, "{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}");
+      const c = await Collator.fromFiles({
+        tokenizerJson: path.join(LLAMA_DIR, 'tokenizer.json'), tokenizerConfig: path.join(LLAMA_DIR, 'tokenizer_config.json'), chatTemplateFile: jinja,
+      });
+      const turns = [{ role: 'user', content: 'hi' }, { role: 'assistant', content: 'yo' }];
+      expect(c.renderConversation(turns)).toBe('[user]hi<|eot_id|>[assistant]yo<|eot_id|>');
+      const e = c.encode({ conversations: turns, modalities: [] }, []);
+      const exp = assemble([masked(enc('[user]hi'), EOT, enc('[assistant]')), learnt(enc('yo'), EOT)]);
+      expect(Array.from(e.inputIds)).toEqual(exp.ids);
+      expect(Array.from(e.labels)).toEqual(exp.labels);
+      await expect(Collator.fromFiles({ tokenizerJson: path.join(tmp, 'missing.json') })).rejects.toThrow(ModelLoadError);
+      await fs.writeFile(path.join(tmp, 'tokenizer.json'), '{"model": 3}');
+      await expect(Collator.fromFolder(tmp)).rejects.toThrow(ModelLoadError);
+    } finally {
+      await fs.rm(tmp, { recursive: true, force: true });
+    }
   });
 
   test('unknown options are refused with the option path', () => {
