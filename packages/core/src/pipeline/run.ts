@@ -94,6 +94,11 @@ export interface RunEmbeddingOptions {
   workerPlugins?: string[];
   /** Worker script override (default: core's built `dist/pipeline/internal/worker.js`). */
   workerScript?: string;
+  /**
+   * A collator built by the host (reused across runs; it must match the run config's tokenizer section and
+   * `batch.maxLength`). Default: built from the run config.
+   */
+  collator?: Collator;
   /** Modalities already built by the host, by modality type; the others are built from the run config and disposed at the end. */
   modalities?: Map<string, BaseModality>;
 }
@@ -323,7 +328,7 @@ export async function runEmbedding(options: RunEmbeddingOptions): Promise<Embedd
   let writer: ShardWriter | undefined;
   try {
     const collatorOptions = rc.collator;
-    const collatorPromise = rc.config.tokenizer.path
+    const collatorPromise = options.collator ? Promise.resolve(options.collator) : rc.config.tokenizer.path
       ? Collator.fromFolder(path.dirname(rc.tokenizerJson), collatorOptions)
       : Collator.fromFiles({ tokenizerJson: rc.tokenizerJson, ...(rc.tokenizerConfig ? { tokenizerConfig: rc.tokenizerConfig } : {}), ...collatorOptions });
     const build = async (cfg: ModalityConfigJSON) => {
