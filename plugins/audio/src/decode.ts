@@ -50,22 +50,36 @@ export function sniffAudioFormat(bytes: Uint8Array): AudioFormat | 'ogg-other' |
     }
     return 'ogg-other';
   }
-  let o = 0;
-  if (bytes.length >= 10 && s(0, 3) === 'ID3') {
-    // ID3v2 tag: 10-byte header + syncsafe size (+ 10-byte footer when flagged)
-    const size = ((bytes[6]! & 0x7f) << 21) | ((bytes[7]! & 0x7f) << 14) | ((bytes[8]! & 0x7f) << 7) | (bytes[9]! & 0x7f);
-    o = 10 + size + (bytes[5]! & 0x10 ? 10 : 0);
-    if (s(o, 4) === 'fLaC') return 'flac';
-  }
-  // MPEG audio frame sync: 11 set bits, a valid version, layer III/II/I, a valid bitrate and rate index
-  if (bytes.length >= o + 4 && bytes[o] === 0xff && (bytes[o + 1]! & 0xe0) === 0xe0) {
-    const version = (bytes[o + 1]! >> 3) & 3;
-    const layer = (bytes[o + 1]! >> 1) & 3;
-    const bitrate = bytes[o + 2]! >> 4;
-    const rate = (bytes[o + 2]! >> 2) & 3;
-    if (version !== 1 && layer !== 0 && bitrate !== 15 && rate !== 3) return 'mp3';
-  }
+  const o = id3Skip(bytes);
+  if (o > 0 && s(o, 4) === 'fLaC') return 'flac';
+  if (mpegHeaderAt(bytes, o)) return 'mp3';
   return undefined;
+}
+
+/** Length of a leading ID3v2 tag (0 if none): 10-byte header + syncsafe size (+ 10-byte footer when flagged). */
+function id3Skip(bytes: Uint8Array): number {
+  if (bytes.length < 10 || bytes[0] !== 0x49 || bytes[1] !== 0x44 || bytes[2] !== 0x33) return 0;
+  const size = ((bytes[6]! & 0x7f) << 21) | ((bytes[7]! & 0x7f) << 14) | ((bytes[8]! & 0x7f) << 7) | (bytes[9]! & 0x7f);
+  return 10 + size + (bytes[5]! & 0x10 ? 10 : 0);
+}
+
+/**
+ * True when an MPEG audio frame header starts at `o`: 11 set sync bits, a valid version, layer, bitrate
+ * and sample-rate index.
+ */
+function mpegHeaderAt(bytes: Uint8Array, o: number): boolean {
+  if (bytes.length < o + 4 || bytes[o] !== 0xff || (bytes[o + 1]! & 0xe0) !== 0xe0) return false;
+  const version = (bytes[o + 1]! >> 3) & 3;
+  const layer = (bytes[o + 1]! >> 1) & 3;
+  const bitrate = bytes[o + 2]! >> 4;
+  const rate = (bytes[o + 2]! >> 2) & 3;
+  return version !== 1 && layer !== 0 && bitrate !== 15 && rate !== 3;
+}
+
+/** Channel count from the first MPEG frame header (libmpg123's wrapper always returns two channels). */
+function mpegChannels(bytes: Uint8Array): number | undefined {
+  const o = id3Skip(bytes);
+  return mpegHeaderAt(bytes, o) ? ((bytes[o + 3]! >> 6) === 3 ? 1 : 2) : undefined;
 }
 
 function hexStart(bytes: Uint8Array): string {
@@ -216,9 +230,11 @@ export async function decodeAudio(bytes: Uint8Array, file = '<bytes>', options: 
       const cut = oggTruncation(bytes);
       if (cut) throw new InputError(file, cut);
     }
-    samples = downmixPlanar(r.channelData, r.samplesDecoded);
+    // mono MP3 comes back as two identical channels
+    const planes = format === 'mp3' && mpegChannels(bytes) === 1 ? r.channelData.slice(0, 1) : r.channelData;
+    samples = downmixPlanar(planes, r.samplesDecoded);
     sampleRate = r.sampleRate;
-    channels = r.channelData.length;
+    channels = planes.length;
   } else if (format === 'ogg-other') {
     throw new InputError(file, 'unsupported codec in Ogg container (only Vorbis is decoded; Opus and Ogg FLAC are not)');
   } else {

@@ -12,7 +12,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { ConfigValidationError, validateWithSchema, type JSONSchema } from '@multimeditron/core';
 import { PairedPowerSpectrum } from './internal/fft.js';
-import { whisperLogCompress } from './internal/fastlog.js';
+import { log10InPlace } from './internal/fastlog.js';
 import { melFilterBank, sparseMelFilters, type SparseMelFilters } from './mel.js';
 
 /**
@@ -60,6 +60,27 @@ export const WHISPER_FEATURE_EXTRACTOR_SCHEMA: JSONSchema = Object.freeze({
   },
 });
 
+/**
+ * `dst[c * rows + r] = (max(src[r * cols + c], low) + 4) / 4`: Whisper's floor and scaling fused with the
+ * transpose from frame-major to mel-major, in cache-sized tiles.
+ */
+function transposeScale(src: Float32Array, rows: number, cols: number, dst: Float32Array, low: number): void {
+  const B = 32;
+  for (let r0 = 0; r0 < rows; r0 += B) {
+    const r1 = Math.min(rows, r0 + B);
+    for (let c0 = 0; c0 < cols; c0 += B) {
+      const c1 = Math.min(cols, c0 + B);
+      for (let c = c0; c < c1; c++) {
+        const d = c * rows;
+        for (let r = r0; r < r1; r++) {
+          const l = src[r * cols + c]!;
+          dst[d + r] = ((l > low ? l : low) + 4) * 0.25;
+        }
+      }
+    }
+  }
+}
+
 /** How a recording longer than one window is handled. */
 export type LongAudioMode = 'truncate' | 'split';
 
@@ -86,6 +107,7 @@ export class WhisperFeatureExtractor {
   private readonly window: Float64Array;
   private readonly padded: Float32Array;
   private readonly power: Float64Array;
+  private readonly melT: Float32Array;
 
   private constructor(config: WhisperFeatureExtractor['config'], private readonly fft: PairedPowerSpectrum) {
     this.config = config;
@@ -111,6 +133,7 @@ export class WhisperFeatureExtractor {
     for (let n = 0; n < this.nFft; n++) this.window[n] = 0.5 - 0.5 * Math.cos((2 * Math.PI * n) / this.nFft);
     this.padded = new Float32Array(this.nSamples + this.nFft);
     this.power = new Float64Array(2 * bins);
+    this.melT = new Float32Array(this.featureSize * this.numFrames);
   }
 
   /**
@@ -204,25 +227,23 @@ export class WhisperFeatureExtractor {
       P[j] = P[2 * pad - j]!;
       P[pad + N + j] = P[pad + N - 2 - j]!;
     }
-    // frames starting after the last non-zero sample have an all-zero spectrum
     let lastNonZero = P.length - 1;
     while (lastNonZero >= 0 && P[lastNonZero] === 0) lastNonZero--;
 
-    // 3.-4. power spectra two frames at a time, sparse mel bank, written mel-major
+    // 3.-4. power spectra two frames at a time, sparse mel bank, written frame-major into `melT` (contiguous
+    // writes), transposed to mel-major at the end
     const pw = this.power;
     const bins = nFft / 2 + 1;
+    const melT = this.melT;
     const { firstBin, offsets, weights } = this.sparse;
-    for (let t = 0; t < T; t += 2) {
+    const firstZero = Math.min(T, Math.floor(lastNonZero / hop) + 1);
+    let max = 1e-10;
+    for (let t = 0; t < firstZero; t += 2) {
       const two = t + 1 < T;
       const offA = t * hop;
-      if (offA > lastNonZero) {
-        for (let j = 0; j < nm; j++) {
-          out[j * T + t] = 0;
-          if (two) out[j * T + t + 1] = 0;
-        }
-        continue;
-      }
       this.fft.power2(P, offA, two ? offA + hop : -1, this.window, pw, 0, pw, bins);
+      const rowA = t * nm;
+      const rowB = rowA + nm;
       for (let j = 0; j < nm; j++) {
         const o0 = offsets[j]!;
         const o1 = offsets[j + 1]!;
@@ -234,15 +255,25 @@ export class WhisperFeatureExtractor {
           sa += w * pw[k0 + q]!;
           sb += w * pw[bins + k0 + q]!;
         }
-        out[j * T + t] = sa;
-        if (two) out[j * T + t + 1] = sb;
+        // the 1e-10 clamp, before the logarithm
+        sa = sa > 1e-10 ? sa : 1e-10;
+        sb = sb > 1e-10 ? sb : 1e-10;
+        if (sa > max) max = sa;
+        melT[rowA + j] = sa;
+        if (two) {
+          if (sb > max) max = sb;
+          melT[rowB + j] = sb;
+        }
       }
     }
-    // 5. log10, global max - 8 floor, (L + 4) / 4
-    let max = 0;
-    for (let i = 0; i < out.length; i++) if (out[i]! > max) max = out[i]!;
-    if (!Number.isFinite(max)) throw new RangeError('the power spectrum overflows float32 (input far louder than full scale)');
-    whisperLogCompress(out);
+    if (!(max < 3.4e38)) throw new RangeError('the power spectrum overflows float32 (input far louder than full scale)');
+    // 5. log10; frames starting after the last non-zero sample have an all-zero spectrum: log10(1e-10) = -10
+    const computed = Math.min(firstZero + (firstZero & 1), T) * nm;
+    log10InPlace(melT.subarray(0, computed));
+    melT.fill(-10, computed, T * nm);
+    // the floor max(L) - 8 is global over the window, then (L + 4) / 4
+    const maxL = Math.log10(Math.fround(max));
+    transposeScale(melT, T, nm, out, maxL - 8);
     return out;
   }
 

@@ -135,7 +135,8 @@ export function decodeWav(bytes: Uint8Array, file = '<bytes>'): DecodedWav {
       return decodeSamples(bytes, dv, body, dataBytes, fmt, file);
     }
     if (body + size > bytes.length) {
-      throw new InputError(file, `truncated WAV: chunk "${id}" declares ${size} bytes but only ${bytes.length - body} follow`);
+      const what = fmt ? 'truncated WAV' : 'truncated WAV header';
+      throw new InputError(file, `${what}: chunk "${id}" declares ${size} bytes but only ${bytes.length - body} follow`);
     }
     if (id === 'fmt ') fmt = parseFmt(bytes, dv, body, size, file);
     pos = body + size + (size & 1); // chunks are word-aligned
