@@ -52,11 +52,11 @@ export interface SelectBackendOptions {
   env?: NodeJS.ProcessEnv;
 }
 
+/** How to get the native backend, one line each (the CLI prints them as hints). */
 const INSTALL_HINT = [
-  'Install the native TensorFlow backend (downloads libtensorflow at install time):',
-  '  npm install @tensorflow/tfjs-node-gpu   # NVIDIA GPU: CUDA 11.2 + cuDNN 8.1',
-  '  npm install @tensorflow/tfjs-node       # CPU',
-  'See docs/backends.md. Or unset MULTIMEDITRON_BACKEND to use the wasm backend.',
+  'npm install @tensorflow/tfjs-node-gpu   # NVIDIA GPU (CUDA 11.2, cuDNN 8.1); downloads libtensorflow at install time',
+  'npm install @tensorflow/tfjs-node       # CPU; downloads libtensorflow at install time',
+  'or unset MULTIMEDITRON_BACKEND to use the wasm backend (see docs/backends.md)',
 ];
 
 async function importFrom(spec: string, from: string[]): Promise<void> {
@@ -139,9 +139,13 @@ export async function selectBackend(options: SelectBackendOptions = {}): Promise
     const pkg = await tryNative(NATIVE_BACKEND_PACKAGES, from, attempts);
     if (!pkg) {
       const why = attempts.map((a) => `  ${a.package}: ${a.error}`).join('\n');
-      throw new BackendError('tensorflow', `The "tensorflow" backend was requested but is not available:\n${why}\n${INSTALL_HINT.join('\n')}`, {
-        suggestions: INSTALL_HINT,
-      });
+      throw new BackendError(
+        'tensorflow',
+        `The "tensorflow" backend was requested but is not available:\n${why}\n` +
+          'Install it with `npm install @tensorflow/tfjs-node-gpu` (NVIDIA GPU: CUDA 11.2 + cuDNN 8.1) or ' +
+          '`npm install @tensorflow/tfjs-node` (CPU); see docs/backends.md.',
+        { suggestions: INSTALL_HINT },
+      );
     }
     return done(pkg, `requested by ${options.backend ? 'option' : 'MULTIMEDITRON_BACKEND'}=tensorflow`);
   }
