@@ -89,6 +89,7 @@ export class AutoModality {
 export class AutoModalityLoader {
   constructor(readonly registry: LoaderRegistry) {}
 
+  /** Registered loader names, sorted. */
   names(): string[] {
     return this.registry.names();
   }

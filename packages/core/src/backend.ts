@@ -14,6 +14,7 @@ import { BackendError } from './errors.js';
 
 /** Backends a user can ask for. */
 export type BackendRequest = 'tensorflow' | 'wasm' | 'cpu';
+/** Every value `MULTIMEDITRON_BACKEND` (or the `backend` option) accepts. */
 export const BACKEND_REQUESTS: readonly BackendRequest[] = ['tensorflow', 'wasm', 'cpu'];
 
 /** The optional native packages, in order of preference. */

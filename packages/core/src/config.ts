@@ -87,7 +87,9 @@ export interface ConfigClass<C extends BaseModalityConfig = BaseModalityConfig> 
   new (values?: Partial<ModalityConfigJSON>): C;
   readonly schema: JSONSchema;
   readonly name: string;
+  /** Validates JSON and builds an instance (see {@link BaseModalityConfig.fromJSON}). */
   fromJSON(json: unknown): C;
+  /** Reads and validates `config.json` (see {@link BaseModalityConfig.load}). */
   load(dirOrFile: string): Promise<C>;
 }
 

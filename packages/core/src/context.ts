@@ -6,9 +6,13 @@ import type { ModelResolver } from './hub.js';
 
 /** Minimal logger interface; the default writes warnings and errors to stderr. */
 export interface Logger {
+  /** Details for debugging. */
   debug(message: string): void;
+  /** Progress and choices. */
   info(message: string): void;
+  /** Something is wrong but the run goes on (a plugin failed to load, a duplicate copy...). */
   warn(message: string): void;
+  /** Something failed. */
   error(message: string): void;
 }
 
@@ -18,15 +22,19 @@ export class ConsoleLogger implements Logger {
   constructor(level = process.env['MULTIMEDITRON_LOG'] ?? 'warn') {
     this.level = ['debug', 'info', 'warn', 'error', 'silent'].indexOf(level);
   }
+  /** Written when the level is `debug`. */
   debug(m: string): void {
     if (this.level <= 0) process.stderr.write(`[multimeditron] debug: ${m}\n`);
   }
+  /** Written when the level is `info` or lower. */
   info(m: string): void {
     if (this.level <= 1) process.stderr.write(`[multimeditron] ${m}\n`);
   }
+  /** Written unless the level is `error` or `silent`. */
   warn(m: string): void {
     if (this.level <= 2) process.stderr.write(`[multimeditron] warning: ${m}\n`);
   }
+  /** Written unless the level is `silent`. */
   error(m: string): void {
     if (this.level <= 3) process.stderr.write(`[multimeditron] error: ${m}\n`);
   }

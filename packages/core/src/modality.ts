@@ -17,6 +17,7 @@ import { isHostTensor, toTensor, type HostTensor } from './tensor.js';
 /** Constructor type of a modality class. */
 export interface ModalityClass<M extends BaseModality = BaseModality> {
   new (config: any, ctx: ModalityContext): M; // eslint-disable-line @typescript-eslint/no-explicit-any
+  /** Builds and loads a modality (see {@link BaseModality.fromConfig}). */
   fromConfig(config: BaseModalityConfig, ctx: ModalityContext): Promise<M>;
   readonly name: string;
 }

@@ -179,6 +179,7 @@ export class Projector {
     for (const v of this.variables) v.trainable = trainable;
   }
 
+  /** Releases every variable; the projector is unusable afterwards. */
   dispose(): void {
     for (const v of this.variables) v.dispose();
     this.layers.clear();

@@ -152,12 +152,14 @@ class Registry<R extends { name: string }> {
     this.items.set(reg.name, { reg, source });
   }
 
+  /** The registration of `name`; throws {@link UnknownRegistrationError} listing the known names. */
   get(name: string): R {
     const it = this.items.get(name);
     if (!it) throw new UnknownRegistrationError(this.kind, name, this.names());
     return it.reg;
   }
 
+  /** Whether `name` is registered. */
   has(name: string): boolean {
     return this.items.has(name);
   }
@@ -167,10 +169,12 @@ class Registry<R extends { name: string }> {
     return this.items.get(name)?.source;
   }
 
+  /** Registered names, sorted. */
   names(): string[] {
     return [...this.items.keys()].sort();
   }
 
+  /** Every registration, in registration order. */
   all(): R[] {
     return [...this.items.values()].map((i) => i.reg);
   }
@@ -214,6 +218,7 @@ export class LoaderRegistry extends Registry<LoaderRegistration> {
     return reg;
   }
 
+  /** The loaders registered for a dataset `type`. */
   forModalityType(type: string): LoaderRegistration[] {
     return this.all().filter((r) => r.modalityType === type);
   }

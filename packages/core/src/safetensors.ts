@@ -171,6 +171,7 @@ export class SafetensorsFile {
     return [...this.entries.keys()];
   }
 
+  /** Whether the file holds a tensor named `key`. */
   has(key: string): boolean {
     return this.entries.has(key);
   }
@@ -210,6 +211,7 @@ export class SafetensorsFile {
     return tf.tensor(t.data as Float32Array, t.shape, 'float32');
   }
 
+  /** Closes the file handle. */
   async close(): Promise<void> {
     await this.handle.close();
   }
@@ -373,14 +375,17 @@ export class SafetensorsCheckpoint {
     return ckpt;
   }
 
+  /** Tensor names across every shard. */
   keys(): string[] {
     return [...this.infos.keys()];
   }
 
+  /** Whether the checkpoint holds a tensor named `key`. */
   has(key: string): boolean {
     return this.infos.has(key);
   }
 
+  /** Dtype, shape, byte range and shard file of a tensor. */
   info(key: string): TensorInfo & { file: string } {
     const i = this.infos.get(key);
     if (!i) throw new SafetensorsError(this.source, `no tensor named "${key}"`);
@@ -392,6 +397,7 @@ export class SafetensorsCheckpoint {
     return this.info(key).file;
   }
 
+  /** Reads one tensor from its shard (floats upcast to float32). */
   async read(key: string): Promise<ReadTensor> {
     return this.open.get(this.fileOf(key))!.read(key);
   }
@@ -406,6 +412,7 @@ export class SafetensorsCheckpoint {
     return this.open.values().next().value?.metadata ?? {};
   }
 
+  /** Closes every open shard. */
   async close(): Promise<void> {
     for (const f of this.open.values()) await f.close();
     this.open.clear();
