@@ -43,7 +43,10 @@ export interface CreateMultimeditronOptions {
   hostRoot?: string;
   /** Throw on the first plugin error instead of reporting it. */
   strict?: boolean;
-  /** Backend to activate; `false` leaves the current tfjs backend alone. Default: automatic selection. */
+  /**
+   * Backend to activate; `false` leaves the current tfjs backend alone. Default: automatic selection (see
+   * {@link selectBackend}). The tfjs backend is process-wide: the last instance to select one wins.
+   */
   backend?: BackendRequest | 'auto' | false;
   /** A resolver, or options for the default one. */
   resolver?: ModelResolver | ModelResolverOptions;
