@@ -21,6 +21,7 @@ export * from './processor.js';
 export * from './config.js';
 export * from './clip-vision.js';
 export * from './modality.js';
+export * from './forward-pool.js';
 
 /** The package version, as in package.json. */
 export const VERSION = '0.1.0';

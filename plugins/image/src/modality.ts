@@ -5,7 +5,8 @@
  * @module
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { BaseModality, createProjector, MultimeditronError, RegisterModality } from '@multimeditron/core';
+import { BaseModality, createProjector, MultimeditronError, RegisterModality, shapeSize, ShapeError, type HostTensor } from '@multimeditron/core';
+import { ClipForwardPool, type ClipForwardPoolOptions } from './forward-pool.js';
 import { ClipVisionEncoder, numPatches } from './clip-vision.js';
 import { ImageConfig, IMAGE_MODEL_TYPE } from './config.js';
 import { ImageProcessor } from './processor.js';
@@ -27,6 +28,8 @@ import { ImageProcessor } from './processor.js';
 export class ImageModality extends BaseModality<ImageConfig, ImageProcessor> {
   /** The CLIP vision tower (set by `load`). */
   encoder!: ClipVisionEncoder;
+  /** The local folder `clipName` resolved to (set by `load`). */
+  checkpointDir!: string;
 
   /** Resolves `clipName`, loads the tower, reads the processor configuration and builds the projector. */
   protected async load(): Promise<void> {
@@ -47,6 +50,7 @@ export class ImageModality extends BaseModality<ImageConfig, ImageProcessor> {
         throw new MultimeditronError('E_INTERNAL', `projector gives ${tokens} tokens but the processor announces ${processor.numEmbeddings}`);
       }
       this.encoder = encoder;
+      this.checkpointDir = dir;
       this.processor = processor;
       this.projector = projector;
     } catch (e) {
@@ -83,6 +87,49 @@ export class ImageModality extends BaseModality<ImageConfig, ImageProcessor> {
     const features: Record<string, tf.Tensor> = { last_hidden_state: out.lastHiddenState, pooler_output: out.poolerOutput! };
     if (out.imageEmbeds) features['image_embeds'] = out.imageEmbeds;
     return features;
+  }
+
+  /**
+   * Starts a {@link ClipForwardPool} (worker threads, one wasm backend and one copy of the tower each) on this
+   * modality's checkpoint, for {@link forwardWithPool}. Opt-in: it costs one copy of the encoder weights per
+   * worker. Close it with `pool.close()`.
+   */
+  async createForwardPool(options: Omit<ClipForwardPoolOptions, 'model' | 'random' | 'outputs'> = {}): Promise<ClipForwardPool> {
+    return ClipForwardPool.create({ ...options, model: this.checkpointDir, outputs: ['last_hidden_state'] });
+  }
+
+  /**
+   * {@link forward} with the encoder running data-parallel on `pool`'s worker threads (chunks of
+   * `maxBatchSize` split across the workers); the projector runs here, so it trains as usual. The workers
+   * hold the checkpoint's weights: the encoder must be frozen. Returns [n, numEmbeddings, hiddenSize].
+   */
+  async forwardWithPool(inputs: Array<HostTensor | tf.Tensor>, pool: ClipForwardPool): Promise<tf.Tensor3D> {
+    if (inputs.length === 0) throw new ShapeError('forwardWithPool() needs at least one input');
+    if ([...this.encoderVariables().values()].some((v) => v.trainable)) {
+      throw new MultimeditronError('E_CONFIG', 'forwardWithPool needs a frozen encoder: the pool workers run the checkpoint weights');
+    }
+    const shape = inputs[0]!.shape;
+    const per = shapeSize(shape);
+    const size = this.config.maxBatchSize;
+    const lasts: HostTensor[] = [];
+    for (let i = 0; i < inputs.length; i += size) {
+      const chunk = inputs.slice(i, i + size);
+      const data = new Float32Array(chunk.length * per);
+      chunk.forEach((x, j) => {
+        if (x.shape.join() !== shape.join()) throw new ShapeError(`forwardWithPool(): inputs differ in shape ([${shape}] vs [${x.shape}])`);
+        data.set(x instanceof tf.Tensor ? x.dataSync() : x.data, j * per);
+      });
+      const out = await pool.forward({ data, shape: [chunk.length, ...shape] });
+      lasts.push(out.last_hidden_state!);
+    }
+    return tf.tidy(() => {
+      const parts = lasts.map((l) => {
+        const t = tf.tensor3d(l.data as Float32Array, l.shape as [number, number, number]);
+        const [b, n, d] = t.shape;
+        return this.projector.apply(tf.slice(t, [0, 1, 0], [b, n - 1, d]));
+      });
+      return parts.length === 1 ? parts[0]! : (tf.concat(parts, 0) as tf.Tensor3D);
+    });
   }
 
   /** Releases the encoder and projector weights. */
