@@ -1,7 +1,7 @@
 /**
  * Packaging proof: the packages as npm would publish them work in a fresh application outside the workspace.
  *
- * `npm pack` core, cli, image and audio (from their built dist/), install the tarballs plus the peers into a
+ * `npm pack` core, cli, image, audio and the example volume plugin (from their built dist/), install the tarballs plus the peers into a
  * temporary host app, then check: one copy each of tfjs-core, tsyringe, reflect-metadata and core on disk;
  * `npm ls` clean (no missing or invalid peer); the host's own ESM import and TypeScript types of
  * `@multimeditron/core` resolve through its exports map; plugins are discovered from the host's dependencies
@@ -16,6 +16,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { readSafetensors } from '@multimeditron/core';
 import { golden, manifest, REPO_ROOT } from './helpers/fixtures.js';
+import { writeNpy } from '../examples/plugin-volume/test/helpers.js';
 
 const exec = promisify(execFile);
 
@@ -24,7 +25,10 @@ const PACKAGES = [
   { name: '@multimeditron/cli', dir: 'packages/cli' },
   { name: '@multimeditron/plugin-image', dir: 'plugins/image' },
   { name: '@multimeditron/plugin-audio', dir: 'plugins/audio' },
+  // private (never published), but packed and installed like the others: the third-party example
+  { name: '@multimeditron-examples/plugin-volume', dir: 'examples/plugin-volume' },
 ];
+const PLUGINS = ['@multimeditron-examples/plugin-volume', '@multimeditron/plugin-audio', '@multimeditron/plugin-image'];
 const SINGLETONS = ['@tensorflow/tfjs-core', 'tsyringe', 'reflect-metadata', '@multimeditron/core'];
 
 /** The environment for child processes: no hub downloads, and no workspace settings inherited from `npm test`. */
@@ -147,20 +151,27 @@ describe('packed packages in a fresh host app', () => {
       'console.log(JSON.stringify({ api: PLUGIN_API_VERSION, source: mm.plugins.source,',
       '  loaded: mm.plugins.loaded.map((p) => p.name).sort(), errors: mm.plugins.errors.map((e) => e.message),',
       '  duplicates: mm.duplicates.map((d) => d.package), backend: mm.backend?.backend }));',
+      "const volume = await mm.modalities.fromPretrained('volume_3d', { hiddenSize: 8, embedDim: 4, volumeSize: [4, 8, 8], patchSize: [2, 4, 4], poolSize: [1, 2, 2] });",
+      "const raw = await mm.loaders.create('fs-volume', { basePath: '.' }).load({ type: 'image_3d', value: 'scan.npy' });",
+      "const out = volume.forward(volume.processor.processAll({ type: 'image_3d', value: raw }).map((p) => p.value));",
+      'console.log(JSON.stringify({ volume: out.shape }));',
     ].join('\n'));
+    await fs.writeFile(path.join(host, 'scan.npy'), writeNpy(Array.from({ length: 5 * 9 * 9 }, (_, i) => i % 17), [5, 9, 9], '<i2'));
     const { stdout } = await exec(process.execPath, ['main.mjs'], { cwd: host, env: childEnv() });
-    expect(JSON.parse(stdout)).toEqual({
-      api: 1, source: 'dependencies', loaded: ['@multimeditron/plugin-audio', '@multimeditron/plugin-image'],
-      errors: [], duplicates: [], backend: 'wasm',
-    });
+    const [report, volume] = stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(report).toEqual({ api: 1, source: 'dependencies', loaded: PLUGINS, errors: [], duplicates: [], backend: 'wasm' });
+    expect(volume).toEqual({ volume: [1, 2, 8] });
 
     await fs.writeFile(path.join(host, 'check.ts'), [
       "import 'reflect-metadata';",
       "import { createMultimeditron, InputError, type Multimeditron } from '@multimeditron/core';",
       "import imagePlugin from '@multimeditron/plugin-image';",
       "import audioPlugin from '@multimeditron/plugin-audio';",
+      "import volumePlugin, { VolumeConfig } from '@multimeditron-examples/plugin-volume';",
       'export async function start(): Promise<Multimeditron> {',
-      '  const mm = await createMultimeditron({ plugins: [imagePlugin, audioPlugin], strict: true });',
+      '  const mm = await createMultimeditron({ plugins: [imagePlugin, audioPlugin, volumePlugin], strict: true });',
+      '  const tokens: number = new VolumeConfig().numEmbeddings();',
+      '  void tokens;',
       "  const err: InputError = new InputError('x.png', 'bad');",
       '  void err;',
       '  return mm;',
@@ -181,25 +192,25 @@ describe('packed packages in a fresh host app', () => {
     expect(tsc).toBe('');
   });
 
-  test('doctor --json: both plugins discovered from the dependencies, no duplicates, ok', async () => {
+  test('doctor --json: the plugins are discovered from the dependencies, no duplicates, ok', async () => {
     const r = await mm('doctor', '--json', '--backend', 'wasm');
     const report = JSON.parse(r.stdout);
     expect(report.plugins.errors).toEqual([]);
     expect(report.duplicates).toEqual([]);
     expect(report.plugins.from).toContain('dependencies');
-    expect(report.plugins.loaded.map((p: { name: string }) => p.name).sort()).toEqual(['@multimeditron/plugin-audio', '@multimeditron/plugin-image']);
+    expect(report.plugins.loaded.map((p: { name: string }) => p.name).sort()).toEqual(PLUGINS);
     expect(report.backend.backend).toBe('wasm');
     expect(report.ok).toBe(true);
     expect(r.code).toBe(0);
   });
 
-  test('plugins: the image and audio modalities and loaders are registered', async () => {
+  test('plugins: the image, audio and volume modalities and loaders are registered', async () => {
     const r = await mm('plugins', '--json');
     expect(r.code).toBe(0);
     const out = JSON.parse(r.stdout);
     const modalities = out.modalities.map((m: { name: string; modalityType: string }) => `${m.modalityType}:${m.name}`).sort();
-    expect(modalities).toEqual(['audio:meditron_whisper', 'image:meditron_clip']);
-    expect(out.loaders.map((l: { name: string }) => l.name).sort()).toEqual(['fs-audio', 'fs-image', 'raw-audio', 'raw-image']);
+    expect(modalities).toEqual(['audio:meditron_whisper', 'image:meditron_clip', 'image_3d:volume_3d']);
+    expect(out.loaders.map((l: { name: string }) => l.name).sort()).toEqual(['fs-audio', 'fs-image', 'fs-volume', 'raw-audio', 'raw-image', 'raw-volume']);
   });
 
   test('features: packaged CLIP on a fixture image agrees with the reference', async () => {
