@@ -34,8 +34,11 @@ const SINGLETONS = ['@tensorflow/tfjs-core', 'tsyringe', 'reflect-metadata', '@m
 /** The environment for child processes: no hub downloads, and no workspace settings inherited from `npm test`. */
 function childEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { ...process.env, HF_HUB_OFFLINE: '1', MULTIMEDITRON_LOG: 'error' };
+  // `npm test` exports its whole configuration (prefix, local_prefix, workspace settings...) to child
+  // processes; keep only what says where the cache and the registry are.
+  const keep = /^npm_config_(cache|userconfig|globalconfig|cafile|registry|strict_ssl|proxy|https_proxy|noproxy)$/i;
   for (const k of Object.keys(env)) {
-    if (/^npm_config_(workspaces?|include_workspace_root|prefix|global|local_prefix)$/i.test(k)) delete env[k];
+    if (/^npm_/i.test(k) && !keep.test(k)) delete env[k];
   }
   delete env['MULTIMEDITRON_BACKEND'];
   return env;
