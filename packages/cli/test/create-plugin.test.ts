@@ -80,7 +80,9 @@ describe('multimeditron create-plugin', () => {
   });
 
   test('npm pack would publish dist/ and README.md only', async () => {
-    const { stdout } = await exec('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: pluginDir });
+    // no npm settings inherited from a parent `npm test` (its prefix would point at the workspace)
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^npm_/i.test(k) || /^npm_config_(cache|userconfig|registry)$/i.test(k)));
+    const { stdout } = await exec('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: pluginDir, env });
     const files: string[] = JSON.parse(stdout)[0].files.map((f: { path: string }) => f.path);
     expect(files).toEqual(expect.arrayContaining(['package.json', 'README.md', 'dist/index.js', 'dist/index.d.ts', 'dist/modality.js']));
     expect(files.filter((f) => !f.startsWith('dist/') && f !== 'package.json' && f !== 'README.md')).toEqual([]);
