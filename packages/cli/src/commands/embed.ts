@@ -23,6 +23,7 @@ export interface EmbedOptions {
   config: string;
   out: string;
   workers?: string;
+  taskTimeout?: string;
   overwrite?: boolean;
   progress?: string;
   json?: boolean;
@@ -90,6 +91,7 @@ export function registerEmbed(program: Command): void {
     .requiredOption('-c, --config <file>', 'run config (JSON): plugins, modalities, loaders, tokenizer, batch settings')
     .requiredOption('-o, --out <dir>', 'output folder (manifest.json, shard-NNNNN.safetensors/.jsonl, errors.jsonl)')
     .option('-w, --workers <n>', 'worker threads for loading and processing; 0 = main thread (default: the config\'s batch.workers, else min(2, cores))')
+    .option('--task-timeout <seconds>', 'a sample that keeps a worker busy longer than this is recorded as failed (E_WORKER) and its worker replaced (default: no limit)')
     .option('--overwrite', 'discard a previous run in --out (default: resume it, or refuse if its config or dataset differ)')
     .option('--progress <mode>', `progress on stderr: ${PROGRESS_MODES.join(' | ')} (auto = a bar on a TTY, JSON lines otherwise)`, 'auto')
     .option('--json', 'print the summary as JSON on stdout')
@@ -103,6 +105,12 @@ Exit codes: 0 all samples embedded; 1 some samples failed (see errors.jsonl); 2 
       if (opts.workers !== undefined) {
         workers = Number(opts.workers);
         if (!Number.isInteger(workers) || workers < 0 || workers > 256) throw usage(`--workers must be an integer from 0 to 256, got "${opts.workers}"`);
+      }
+      let taskTimeoutMs: number | undefined;
+      if (opts.taskTimeout !== undefined) {
+        const s = Number(opts.taskTimeout);
+        if (!Number.isFinite(s) || s <= 0) throw usage(`--task-timeout must be a positive number of seconds, got "${opts.taskTimeout}"`);
+        taskTimeoutMs = Math.round(s * 1000);
       }
       const mode = (opts.progress ?? 'auto') as ProgressMode;
       if (!PROGRESS_MODES.includes(mode)) throw usage(`--progress must be one of ${PROGRESS_MODES.join(', ')}, got "${opts.progress}"`);
@@ -133,6 +141,7 @@ Exit codes: 0 all samples embedded; 1 some samples failed (see errors.jsonl); 2 
         summary = await runEmbedding({
           mm, dataset, runConfig: rc, outDir: opts.out,
           ...(workers !== undefined ? { workers } : {}),
+          ...(taskTimeoutMs !== undefined ? { taskTimeoutMs } : {}),
           ...(opts.overwrite ? { overwrite: true } : {}),
           onProgress: (e) => reporter.onEvent(e),
           signal: controller.signal,

@@ -95,6 +95,11 @@ export interface RunEmbeddingOptions {
   /** Worker script override (default: core's built `dist/pipeline/internal/worker.js`). */
   workerScript?: string;
   /**
+   * A sample whose loading and processing takes longer than this (ms) in a worker is handled like a worker
+   * crash: the worker is replaced, the sample retried alone once, then recorded as `E_WORKER`. Default 0 = no limit.
+   */
+  taskTimeoutMs?: number;
+  /**
    * A collator built by the host (reused across runs; it must match the run config's tokenizer section and
    * `batch.maxLength`). Default: built from the run config.
    */
@@ -137,10 +142,12 @@ interface Item {
   result?: Promise<ProcessResult>;
 }
 
-/** The run config part of the identity: everything but the worker count. */
+/** The run config part of the identity: everything but the worker count and the comments. */
 function identityConfig(config: RunConfig): RunConfig {
   const c = structuredClone(config);
   delete c.batch.workers;
+  delete c.description;
+  delete c.$schema;
   return c;
 }
 
@@ -346,6 +353,7 @@ export async function runEmbedding(options: RunEmbeddingOptions): Promise<Embedd
         size: workers,
         init: { plugins, hostRoot: process.cwd(), ...setup },
         perWorker: Math.max(2, Math.ceil(batchSize / workers)),
+        ...(options.taskTimeoutMs ? { taskTimeoutMs: options.taskTimeoutMs } : {}),
         ...(options.workerScript ? { script: options.workerScript } : {}),
       });
     };

@@ -122,7 +122,7 @@ export interface RunManifest {
   formatVersion: number;
   /** `<configHash[0:16]>-<datasetHash[0:16]>`. */
   runId: string;
-  /** sha256 of the run config (canonical JSON, defaults applied, without `batch.workers`). */
+  /** sha256 of the run config (canonical JSON, defaults applied, without `batch.workers`, `description`, `$schema`). */
   configHash: string;
   dataset: {
     /** The dataset path as given to the run. */
@@ -130,7 +130,7 @@ export interface RunManifest {
     sha256: string;
     size: number;
   };
-  /** The run config as validated (paths as written), without `batch.workers`. */
+  /** The run config as validated (paths as written), without `batch.workers`, `description`, `$schema`. */
   config: RunConfig;
   /** The modalities with their config defaults applied. */
   modalities: Array<{ modelType: string; modalityType: string; hiddenSize: number }>;

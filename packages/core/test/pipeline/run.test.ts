@@ -292,6 +292,14 @@ describe('runEmbedding with worker threads (built dist)', () => {
     expect(a).toEqual(b);
   });
 
+  test('a sample that hangs its worker past taskTimeoutMs is recorded as E_WORKER; the others are embedded', async () => {
+    const c = await fresh({ samples: 8, bad: { 4: 'HANG' } });
+    const summary = await runEmbedding({ mm, collator, dataset: c.dataset, runConfig: c.rc, outDir: c.out, workers: 2, taskTimeoutMs: 400 });
+    expect(summary).toEqual(expect.objectContaining({ samples: 7, errors: 1, complete: true }));
+    const errors = await readRunErrors(c.out);
+    expect(errors).toEqual([expect.objectContaining({ sampleIndex: 4, code: 'E_WORKER', stage: 'worker', message: expect.stringMatching(/longer than 400 ms/) })]);
+  });
+
   test('in-memory plugins cannot run in workers: a clear error', async () => {
     const { VecModality, FsVecLoader } = (await import(path.join(VEC_PLUGIN, 'index.js'))) as Record<string, unknown>;
     const host = await createMultimeditron({ plugins: [{ name: 'inline', apiVersion: 1, modalities: [VecModality as never], loaders: [FsVecLoader as never] }], backend: false });

@@ -73,6 +73,7 @@ interface Pending {
   /** Sent again after a crash: runs alone on a worker. */
   solo: boolean;
   crashes: number;
+  timer?: NodeJS.Timeout;
 }
 
 interface Slot {
@@ -92,6 +93,8 @@ export interface WorkerPoolOptions {
   script?: string;
   /** Tasks in flight per worker (default 2: one running, one queued in its port). */
   perWorker?: number;
+  /** A task running longer than this (ms) is treated as a crash of its worker (terminated, replaced). 0 = no limit. */
+  taskTimeoutMs?: number;
 }
 
 /** A pool of worker threads, each with its own instance, loaders and processors. */
@@ -148,6 +151,7 @@ export class WorkerPool implements SampleProcessor {
         } else {
           const p = slot.inflight.get(msg.id);
           if (!p) return;
+          clearTimeout(p.timer);
           slot.inflight.delete(msg.id);
           p.resolve(msg.result);
           this.pump();
@@ -169,6 +173,7 @@ export class WorkerPool implements SampleProcessor {
 
   private onExit(slot: Slot, code: number): void {
     const lost = [...slot.inflight.values()];
+    for (const p of lost) clearTimeout(p.timer);
     slot.inflight.clear();
     if (this.closing) {
       for (const p of lost) p.resolve({ ok: false, error: { code: 'E_WORKER', message: 'the run was stopped', stage: 'worker' } });
@@ -210,6 +215,16 @@ export class WorkerPool implements SampleProcessor {
       if (!slot) return;
       this.queue.shift();
       slot.inflight.set(next.id, next);
+      const limit = this.options.taskTimeoutMs ?? 0;
+      if (limit > 0) {
+        // time from dispatch: a queued task waits behind at most perWorker - 1 others
+        const ms = next.solo ? limit : limit * this.perWorker;
+        next.timer = setTimeout(() => {
+          slot.lastError = `a sample took longer than ${ms} ms`;
+          void slot.worker.terminate();
+        }, ms);
+        next.timer.unref();
+      }
       slot.worker.postMessage({ id: next.id, task: next.task } satisfies WorkerRequest);
     }
   }
