@@ -324,8 +324,12 @@ export class ${n.className}Modality extends BaseModality<${n.className}Config, $
     this.processor = new ${n.className}Processor(c);
     await this.processor.init(this.ctx);
     const bound = 1 / Math.sqrt(c.segmentSize());
-    this.weight = tf.variable(tf.randomUniform([c.embedDim, c.segmentSize()], -bound, bound, 'float32', c.seed), false);
-    this.bias = tf.variable(tf.randomUniform([c.embedDim], -bound, bound, 'float32', c.seed + 1), false);
+    // tf.variable copies its initial value: dispose the initial tensors so nothing leaks.
+    const w0 = tf.randomUniform([c.embedDim, c.segmentSize()], -bound, bound, 'float32', c.seed);
+    const b0 = tf.randomUniform([c.embedDim], -bound, bound, 'float32', c.seed + 1);
+    this.weight = tf.variable(w0, false);
+    this.bias = tf.variable(b0, false);
+    tf.dispose([w0, b0]);
     this.projector = createProjector({ type: c.projectionType, inputDim: c.embedDim, outputDim: c.hiddenSize, seed: c.seed + 2 });
   }
 
