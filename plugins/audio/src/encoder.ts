@@ -11,7 +11,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { gelu, linear, ModelLoadError, readJsonFile, SafetensorsCheckpoint, ShapeError } from '@multimeditron/core';
+import { gelu, ModelLoadError, readJsonFile, SafetensorsCheckpoint, ShapeError } from '@multimeditron/core';
 
 /** The `WhisperConfig` fields the encoder uses (read from `config.json`). */
 export interface WhisperEncoderConfig {
@@ -80,6 +80,18 @@ function activate(x: tf.Tensor, name: string): tf.Tensor {
   }
 }
 
+/**
+ * `y = x W^T + b` with `W` in PyTorch's (out, in) layout. The transpose is explicit: tfjs-wasm's matMul with
+ * `transposeB` is ~20x slower than a plain one on these shapes (2.8 s vs 0.12 s for 1500x512 @ 512x2048).
+ */
+export function dense(x: tf.Tensor, weight: tf.Tensor, bias?: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    const inDim = x.shape[x.shape.length - 1]!;
+    const y = tf.matMul(tf.reshape(x, [-1, inDim]) as tf.Tensor2D, tf.transpose(weight) as tf.Tensor2D);
+    return tf.reshape(bias ? tf.add(y, bias) : y, [...x.shape.slice(0, -1), weight.shape[0]!]);
+  });
+}
+
 function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor): tf.Tensor {
   return tf.tidy(() => {
     const mean = tf.mean(x, -1, true);
@@ -87,6 +99,21 @@ function layerNorm(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor): tf.Tensor 
     const variance = tf.mean(tf.square(xc), -1, true);
     return tf.add(tf.mul(tf.mul(xc, tf.rsqrt(tf.add(variance, LN_EPS))), weight), bias);
   });
+}
+
+/** Whisper's sinusoidal position table `[length, channels]` (only for {@link WhisperEncoder.randomInit}). */
+function sinusoids(length: number, channels: number): tf.Tensor2D {
+  const half = channels / 2;
+  const inc = Math.log(10000) / (half - 1);
+  const data = new Float32Array(length * channels);
+  for (let p = 0; p < length; p++) {
+    for (let i = 0; i < half; i++) {
+      const a = p * Math.exp(-inc * i);
+      data[p * channels + i] = Math.sin(a);
+      data[p * channels + half + i] = Math.cos(a);
+    }
+  }
+  return tf.tensor2d(data, [length, channels]);
 }
 
 /** Output of {@link WhisperEncoder.forward}. */
@@ -186,6 +213,26 @@ export class WhisperEncoder {
     }
   }
 
+  /**
+   * An encoder with random weights (normal, std 0.02; LayerNorms at 1/0; the sinusoidal position table), for
+   * benchmarks and tests that need a given size but no checkpoint.
+   */
+  static randomInit(config: WhisperEncoderConfig, seed = 0): WhisperEncoder {
+    const variables = new Map<string, tf.Variable>();
+    let s = seed;
+    for (const [name, shape] of WhisperEncoder.weightShapes(config)) {
+      const t = tf.tidy(() => {
+        if (name === 'embed_positions.weight') return sinusoids(config.maxSourcePositions, config.dModel);
+        if (/layer_norm\.weight$/.test(name)) return tf.ones(shape);
+        if (name.endsWith('.bias')) return tf.zeros(shape);
+        return tf.randomNormal(shape, 0, 0.02, 'float32', s++);
+      });
+      variables.set(`encoder.${name}`, tf.variable(t, false));
+      t.dispose();
+    }
+    return new WhisperEncoder(config, variables, '');
+  }
+
   private w(name: string): tf.Variable {
     return this.variables.get(`encoder.${name}`)!;
   }
@@ -234,25 +281,33 @@ export class WhisperEncoder {
       const H = c.heads;
       const hd = d / H;
       const x = layerNorm(h, this.w(`${p}self_attn_layer_norm.weight`), this.w(`${p}self_attn_layer_norm.bias`));
-      const heads = (t: tf.Tensor) => tf.transpose(tf.reshape(t, [b, T, H, hd]), [0, 2, 1, 3]); // [b, H, T, hd]
-      const q = heads(tf.mul(linear(x, this.w(`${p}self_attn.q_proj.weight`), this.w(`${p}self_attn.q_proj.bias`)), hd ** -0.5));
-      const k = heads(linear(x, this.w(`${p}self_attn.k_proj.weight`)));
-      const v = heads(linear(x, this.w(`${p}self_attn.v_proj.weight`), this.w(`${p}self_attn.v_proj.bias`)));
-      // one example at a time keeps the [H, T, T] score matrix small (72 MB for whisper-base)
+      const q = tf.mul(dense(x, this.w(`${p}self_attn.q_proj.weight`), this.w(`${p}self_attn.q_proj.bias`)), hd ** -0.5);
+      const k = dense(x, this.w(`${p}self_attn.k_proj.weight`));
+      const v = dense(x, this.w(`${p}self_attn.v_proj.weight`), this.w(`${p}self_attn.v_proj.bias`));
+      // Attention one example and one head at a time, with plain 2-D matMuls: tfjs-wasm's batched matMul is
+      // ~10x slower than a loop of 2-D ones here, and this keeps a single [T, T] score matrix alive.
       const outs: tf.Tensor[] = [];
       for (let e = 0; e < b; e++) {
         outs.push(tf.tidy(() => {
-          const qe = tf.squeeze(tf.slice(q, [e, 0, 0, 0], [1, H, T, hd]), [0]);
-          const ke = tf.squeeze(tf.slice(k, [e, 0, 0, 0], [1, H, T, hd]), [0]);
-          const ve = tf.squeeze(tf.slice(v, [e, 0, 0, 0], [1, H, T, hd]), [0]);
-          const probs = tf.softmax(tf.matMul(qe, ke, false, true));
-          return tf.reshape(tf.transpose(tf.matMul(probs, ve), [1, 0, 2]), [T, d]); // [T, H * hd]
+          const row = (t: tf.Tensor) => tf.reshape(tf.slice(t, [e, 0, 0], [1, T, d]), [T, d]) as tf.Tensor2D;
+          const qe = row(q);
+          const ke = row(k);
+          const ve = row(v);
+          const heads: tf.Tensor[] = [];
+          for (let hh = 0; hh < H; hh++) {
+            heads.push(tf.tidy(() => {
+              const cols = (t: tf.Tensor2D) => tf.slice(t, [0, hh * hd], [T, hd]) as tf.Tensor2D;
+              const probs = tf.softmax(tf.matMul(cols(qe), tf.transpose(cols(ke))));
+              return tf.matMul(probs, cols(ve)); // [T, hd]
+            }));
+          }
+          return H === 1 ? heads[0]! : tf.concat(heads, 1); // [T, H * hd]
         }));
       }
       const attn = b === 1 ? tf.expandDims(outs[0]!, 0) : tf.stack(outs);
-      const h1 = tf.add(h, linear(attn, this.w(`${p}self_attn.out_proj.weight`), this.w(`${p}self_attn.out_proj.bias`)));
+      const h1 = tf.add(h, dense(attn, this.w(`${p}self_attn.out_proj.weight`), this.w(`${p}self_attn.out_proj.bias`)));
       const y = layerNorm(h1, this.w(`${p}final_layer_norm.weight`), this.w(`${p}final_layer_norm.bias`));
-      const f = linear(activate(linear(y, this.w(`${p}fc1.weight`), this.w(`${p}fc1.bias`)), c.activation), this.w(`${p}fc2.weight`), this.w(`${p}fc2.bias`));
+      const f = dense(activate(dense(y, this.w(`${p}fc1.weight`), this.w(`${p}fc1.bias`)), c.activation), this.w(`${p}fc2.weight`), this.w(`${p}fc2.bias`));
       return tf.add(h1, f) as tf.Tensor3D;
     });
   }
