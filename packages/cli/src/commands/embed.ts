@@ -76,8 +76,9 @@ function describe(s: EmbeddingSummary): string {
     lines.push(`embedded ${s.samples}${todo} samples into ${s.outDir} (${s.shards} shard(s))${s.resumed ? `, resumed after ${s.skipped}` : ''}`);
   }
   if (s.errors) lines.push(`${s.errors} sample(s) failed: see ${path.join(s.outDir, ERRORS_FILE)}`);
+  const speed = s.processed ? ` · ${s.samplesPerSec.toFixed(1)} samples/s` : '';
   lines.push(
-    `run ${s.runId} · ${formatDuration(s.elapsedMs)} · ${s.samplesPerSec.toFixed(1)} samples/s · ` +
+    `run ${s.runId} · ${formatDuration(s.elapsedMs)}${speed} · ` +
       `${s.workers ? `${s.workers} worker thread(s)` : 'main thread'}${s.workerCrashes ? ` (${s.workerCrashes} died and were replaced)` : ''}`,
   );
   return `${lines.join('\n')}\n`;

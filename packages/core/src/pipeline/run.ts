@@ -345,13 +345,12 @@ export async function runEmbedding(options: RunEmbeddingOptions): Promise<Embedd
       owned.push(m);
       return m;
     };
-    const buildPool = async (): Promise<SampleProcessor> => {
-      const setup = { modalities: checked.modalities, loaders: rc.loaders, allowOutsideBase: rc.dataset.allowOutsideBase };
-      if (workers === 0) return undefined as unknown as SampleProcessor;
-      const plugins = options.workerPlugins ?? workerPluginSpecs(mm, checked.modalities, rc);
+    const setup = { modalities: checked.modalities, loaders: rc.loaders, allowOutsideBase: rc.dataset.allowOutsideBase };
+    const startWorkers = async (): Promise<WorkerPool | undefined> => {
+      if (workers === 0) return undefined;
       return WorkerPool.start({
         size: workers,
-        init: { plugins, hostRoot: process.cwd(), ...setup },
+        init: { plugins: options.workerPlugins ?? workerPluginSpecs(mm, checked.modalities, rc), hostRoot: process.cwd(), ...setup },
         perWorker: Math.max(2, Math.ceil(batchSize / workers)),
         ...(options.taskTimeoutMs ? { taskTimeoutMs: options.taskTimeoutMs } : {}),
         ...(options.workerScript ? { script: options.workerScript } : {}),
@@ -360,14 +359,10 @@ export async function runEmbedding(options: RunEmbeddingOptions): Promise<Embedd
     const [collator, built, workerPool] = await Promise.all([
       collatorPromise,
       Promise.all(checked.modalities.map(build)),
-      buildPool(),
+      startWorkers(),
     ]);
     checked.modalities.forEach((cfg, i) => modalities.set(cfg.modalityType, built[i]!));
-    pool = workerPool ?? new InProcessProcessor(await buildUnits(
-      mm,
-      { modalities: checked.modalities, loaders: rc.loaders, allowOutsideBase: rc.dataset.allowOutsideBase },
-      async (cfg) => modalities.get(cfg.modalityType)!.processor,
-    ));
+    pool = workerPool ?? new InProcessProcessor(await buildUnits(mm, setup, async (cfg) => modalities.get(cfg.modalityType)!.processor));
     const hidden = checked.modalities[0]!.hiddenSize;
     const activePool = pool;
 
