@@ -245,12 +245,12 @@ export class ClipVisionEncoder {
     readonly weights: Map<string, tf.Variable>,
     /** The checkpoint form it was loaded from (undefined for random weights). */
     readonly form?: ClipCheckpointForm,
-  ) {}
-
-  /** True when the weights include `visual_projection.weight` (so `imageEmbeds` can be computed). */
-  get hasProjection(): boolean {
-    return this.weights.has(VISUAL_PROJECTION_KEY);
+  ) {
+    this.hasProjection = weights.has(VISUAL_PROJECTION_KEY);
   }
+
+  /** True when the checkpoint has `visual_projection.weight` (so `imageEmbeds` can be computed). */
+  readonly hasProjection: boolean;
 
   /**
    * Loads a Hugging Face CLIP folder (`config.json` + `model.safetensors` or a sharded index). Throws

@@ -97,6 +97,41 @@ describe('CLIP vision tower on the stored pixel_values (CLIPModel form, F32)', (
     });
   });
 
+  test.each(['per-head', 'batched'] as const)('attention %s: same outputs within tolerance', async (attention) => {
+    const exp = await expectedTensors();
+    const x = tf.tensor4d(pixelBatch, [CASES.length, 3, 32, 32]);
+    const before = tf.memory().numTensors;
+    const out = enc.forward(x, { attention });
+    const last = out.lastHiddenState.dataSync();
+    tf.dispose([x, out.lastHiddenState, out.poolerOutput!, out.imageEmbeds!]);
+    CASES.forEach((c, i) => {
+      expect(compare(rows(last, i, 17 * 64), exp.get(c.keys['last_hidden_state']!)!.data as Float32Array, 1e-4, 1e-4).ok).toBe(true);
+    });
+    // per-head slices are derived once and then cached: a second pass creates nothing new
+    const x2 = tf.tensor4d(pixelBatch.subarray(0, 3072), [1, 3, 32, 32]);
+    const mid = tf.memory().numTensors;
+    const o2 = enc.forward(x2, { attention });
+    tf.dispose([x2, o2.lastHiddenState, o2.poolerOutput!, o2.imageEmbeds!]);
+    expect(tf.memory().numTensors).toBe(mid - 1);
+    expect(mid - 1).toBeGreaterThanOrEqual(before - 1);
+  });
+
+  test('inference-only tower (releaseCheckpointLayout) keeps its outputs and frees the matrices', async () => {
+    const sealed = await ClipVisionEncoder.load(CLIP_DIR);
+    try {
+      const before = tf.memory().numTensors;
+      sealed.releaseCheckpointLayout();
+      expect(tf.memory().numTensors).toBeLessThan(before);
+      expect(sealed.hasProjection).toBe(true);
+      const a = runAll(sealed);
+      const b = runAll(enc);
+      expect(maxAbs(a.last, b.last)).toBe(0);
+      expect(maxAbs(a.embeds!, b.embeds!)).toBe(0);
+    } finally {
+      sealed.dispose();
+    }
+  });
+
   test('the independent float64 reference agrees with the expected tensors (validates the reference)', async () => {
     const exp = await expectedTensors();
     const c = CASES[0]!;
