@@ -57,4 +57,42 @@ describe('the built-in demo (npm run demo)', () => {
     const m = (await readRunManifest(dir))!;
     expect(m.plugins.map((p) => p.name).sort()).toEqual(['@multimeditron/plugin-audio', '@multimeditron/plugin-image']);
   });
+
+  test('the same run config with hub ids embeds from the Hugging Face cache, offline', async () => {
+    const gen = spawnSync(process.execPath, [path.join(REPO_ROOT, 'examples', 'make-demo-models.mjs'), '--if-missing'], { encoding: 'utf8' });
+    expect(gen.status).toBe(0);
+    // the layout `huggingface-cli download` writes: models--org--name/{refs/main, snapshots/<commit>/}
+    const cache = path.join(out, 'hf', 'hub');
+    const commit = 'a'.repeat(40);
+    for (const [id, folder] of [['demo-org/clip-demo', 'clip-demo'], ['demo-org/whisper-demo', 'whisper-demo']] as const) {
+      const repo = path.join(cache, `models--${id.replace('/', '--')}`);
+      await fs.mkdir(path.join(repo, 'refs'), { recursive: true });
+      await fs.writeFile(path.join(repo, 'refs', 'main'), commit);
+      await fs.cp(path.join(REPO_ROOT, 'examples', 'demo', 'models', folder), path.join(repo, 'snapshots', commit), { recursive: true });
+    }
+    const cfg = JSON.parse(await fs.readFile(path.join(REPO_ROOT, 'examples', 'demo', 'run.json'), 'utf8'));
+    cfg.modalities[0].clipName = 'demo-org/clip-demo';
+    cfg.modalities[1].whisperName = 'demo-org/whisper-demo';
+    cfg.tokenizer.path = path.join(REPO_ROOT, 'node_modules', '@lenml', 'tokenizer-llama3_1', 'models');
+    const config = path.join(out, 'hub-run.json');
+    await fs.writeFile(config, JSON.stringify(cfg));
+    const dir = path.join(out, 'hub-embeddings');
+    const r = runCli([
+      'embed', path.join(REPO_ROOT, 'examples', 'demo', 'dataset.jsonl'), '--config', config, '--out', dir, '--progress', 'none', '--json',
+    ], { env: { MULTIMEDITRON_BACKEND: 'wasm', HF_HUB_OFFLINE: '1', HF_HUB_CACHE: cache } });
+    expect(r.status).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual(expect.objectContaining({ samples: 8, errors: 0 }));
+    // same weights, same inputs: the same embeddings as from the local folders
+    const local = path.join(out, 'embeddings');
+    const a = new Map<string, Float32Array>();
+    for await (const s of readShards(local)) s.embeddings.forEach((e, j) => a.set(`${s.sampleIndex}.${j}`, e.data));
+    let compared = 0;
+    for await (const s of readShards(dir)) {
+      s.embeddings.forEach((e, j) => {
+        expect(Buffer.from(e.data.buffer).equals(Buffer.from(a.get(`${s.sampleIndex}.${j}`)!.buffer))).toBe(true);
+        compared++;
+      });
+    }
+    expect(compared).toBe(8);
+  });
 });
