@@ -11,6 +11,8 @@
 import sharp from 'sharp';
 import type { RgbImage } from './decode.js';
 import { resampleRgb, type OutputWindow } from './internal/pillow-resample.js';
+
+export { setResampleEngine, simdAvailable, type ResampleEngine } from './internal/pillow-resample.js';
 import type { ClipPreprocessorConfig, ResizeTarget } from './preprocessor-config.js';
 
 /**

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { ConfigValidationError, InputError, ModelResolver, ConsoleLogger } from '@multimeditron/core';
 import {
   decodeImageFile, ImageConfig, ImageProcessor, parsePreprocessorConfig, planResizeCrop, projectedTokenCount, resizeOutputSize,
-  type RgbImage,
+  resizeRgb, setResampleEngine, simdAvailable, type RgbImage,
 } from '@multimeditron/plugin-image';
 import { CASES, CLIP_DIR, compare, expectedTensors, golden, maxAbs, tempDir, TOL } from './helpers.js';
 
@@ -49,6 +49,33 @@ describe('ImageProcessor parity with CLIPImageProcessor (PIL) on every fixture i
     const cmp = compare(out.value.data, pv.data as Float32Array, TOL.pixel_values.atol);
     expect(cmp.maxAbs).toBeLessThanOrEqual(TOL.pixel_values.atol);
     expect(out.numEmbeddings).toBe(16);
+  });
+
+  test('the WebAssembly SIMD kernels are in use, and the JavaScript loops give the same bytes', async () => {
+    expect(simdAvailable()).toBe(true);
+    const exp = await expectedTensors();
+    const prev = setResampleEngine('js');
+    try {
+      for (const c of CASES) {
+        const crop = proc.resizeAndCrop(await image(c.image));
+        expect(Buffer.from(crop.data).equals(Buffer.from(exp.get(c.keys['resized_cropped_u8']!)!.data as Uint8Array))).toBe(true);
+      }
+    } finally {
+      setResampleEngine(prev);
+    }
+  });
+
+  test('every Pillow filter and odd sizes: SIMD and JavaScript engines agree byte for byte', async () => {
+    const img = await image('images/wide_banner.png');
+    for (const filter of [1, 2, 3, 4, 5]) {
+      for (const [w, h] of [[333, 17], [7, 61], [640, 5], [1000, 90], [641, 62]]) {
+        const simd = resizeRgb(img, w, h, filter);
+        const prev = setResampleEngine('js');
+        const js = resizeRgb(img, w, h, filter);
+        setResampleEngine(prev);
+        expect({ filter, w, h, same: Buffer.from(simd.data).equals(Buffer.from(js.data)) }).toEqual({ filter, w, h, same: true });
+      }
+    }
   });
 
   test('the input image is not modified', async () => {

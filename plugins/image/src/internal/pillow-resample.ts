@@ -10,6 +10,7 @@
  * everything and cropping afterwards, for less work.
  * @internal
  */
+import { RESAMPLE_WASM_BASE64 } from './resample-wasm.js';
 
 /** Pillow's resampling filters, by their numeric code in `preprocessor_config.json` (`resample`). */
 export const enum PillowFilter {
@@ -173,13 +174,14 @@ export function resampleRgb(
     rowLast = y0 + wh;
   }
   const rows = rowLast - rowFirst;
+  const hc = needH ? axisCoeffs(width, outW, x0, x0 + ww, filter) : undefined;
+  const k = engine === 'js' ? null : kernels();
+  if (k) return resampleWasm(k, src, width, rowFirst, rows, x0, ww, wh, hc, vc);
 
   // Horizontal pass: rows [rowFirst, rowLast), output columns [x0, x0 + ww), stored as uint8.
-  let tmp: Uint8Array;
   const tmpStride = ww * 3;
-  if (needH) {
-    const hc = axisCoeffs(width, outW, x0, x0 + ww, filter);
-    tmp = new Uint8Array(rows * tmpStride);
+  const tmp = new Uint8Array(rows * tmpStride);
+  if (hc) {
     const { start, len, weights, ksize } = hc;
     for (let r = 0; r < rows; r++) {
       const rowBase = (rowFirst + r) * width * 3;
@@ -205,11 +207,7 @@ export function resampleRgb(
       }
     }
   } else {
-    tmp = new Uint8Array(rows * tmpStride);
-    for (let r = 0; r < rows; r++) {
-      const s = ((rowFirst + r) * width + x0) * 3;
-      tmp.set(src.subarray(s, s + tmpStride), r * tmpStride);
-    }
+    copyWindow(src, width, rowFirst, rows, x0, ww, tmp);
   }
   if (!vc) return tmp;
 
@@ -231,6 +229,105 @@ export function resampleRgb(
     for (let i = 0; i < tmpStride; i++) out[ob + i] = clip8(acc[i]!);
   }
   return out;
+}
+
+/** Copies columns [x0, x0 + w) of rows [rowFirst, rowFirst + rows) of an RGB image into `dst`. */
+function copyWindow(src: Uint8Array, width: number, rowFirst: number, rows: number, x0: number, w: number, dst: Uint8Array, dstOffset = 0): void {
+  const stride = w * 3;
+  for (let r = 0; r < rows; r++) {
+    const s = ((rowFirst + r) * width + x0) * 3;
+    dst.set(src.subarray(s, s + stride), dstOffset + r * stride);
+  }
+}
+
+// ---- WebAssembly SIMD kernels -----------------------------------------------------------------------------
+
+// The project's TypeScript lib (ES2023, no DOM) has no WebAssembly typings: declare what is used.
+declare const WebAssembly: {
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => { exports: unknown };
+};
+
+interface Kernels {
+  memory: { buffer: ArrayBuffer; grow(pages: number): number };
+  hpass(src: number, width: number, rowFirst: number, rows: number, start: number, len: number, weights: number, ksize: number, outW: number, tmp: number): void;
+  vpass(tmp: number, stride: number, start: number, len: number, weights: number, ksize: number, outH: number, rowFirst: number, out: number, acc: number): void;
+}
+
+let loaded: Kernels | null | undefined;
+
+/** The SIMD kernels, or null where WebAssembly SIMD is unavailable (the JavaScript loops are used then). */
+function kernels(): Kernels | null {
+  if (loaded !== undefined) return loaded;
+  try {
+    const module = new WebAssembly.Module(Buffer.from(RESAMPLE_WASM_BASE64, 'base64'));
+    const instance = new WebAssembly.Instance(module, {
+      env: { abort: () => { throw new Error('resample kernel aborted'); } },
+    });
+    loaded = instance.exports as unknown as Kernels;
+  } catch {
+    loaded = null;
+  }
+  return loaded;
+}
+
+/** Which implementation {@link resampleRgb} uses: `auto` (SIMD when available) or `js`. */
+export type ResampleEngine = 'auto' | 'js';
+let engine: ResampleEngine = 'auto';
+
+/** Chooses the resampling implementation (both give identical bytes); returns the previous choice. */
+export function setResampleEngine(e: ResampleEngine): ResampleEngine {
+  const prev = engine;
+  engine = e;
+  return prev;
+}
+
+/** True when the WebAssembly SIMD kernels are in use under `auto`. */
+export function simdAvailable(): boolean {
+  return kernels() !== null;
+}
+
+/** Kernel memory starts above the module's own static data (first page). */
+const BASE = 65536;
+const align16 = (n: number) => (n + 15) & ~15;
+
+function resampleWasm(
+  k: Kernels, src: Uint8Array, width: number, rowFirst: number, rows: number, x0: number, ww: number, wh: number,
+  hc: AxisCoeffs | undefined, vc: AxisCoeffs | undefined,
+): Uint8Array {
+  const stride = ww * 3;
+  let off = BASE;
+  const take = (bytes: number) => {
+    const at = off;
+    off += align16(bytes + 16); // every buffer gets 16 readable bytes of slack
+    return at;
+  };
+  const srcAt = hc ? take(rows * width * 3) : 0;
+  const hAt = hc ? [take(hc.start.byteLength), take(hc.len.byteLength), take(hc.weights.byteLength)] : [];
+  const tmpAt = take(rows * stride);
+  const vAt = vc ? [take(vc.start.byteLength), take(vc.len.byteLength), take(vc.weights.byteLength)] : [];
+  const outAt = vc ? take(wh * stride + 8) : 0;
+  const accAt = vc ? take(((stride + 7) & ~7) * 4 + 32) : 0;
+  const have = k.memory.buffer.byteLength;
+  if (off > have) k.memory.grow(Math.ceil((off - have) / 65536));
+  const heap = new Uint8Array(k.memory.buffer);
+  const i32 = (at: number, a: Int32Array) => heap.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), at);
+  if (hc) {
+    heap.set(src.subarray(rowFirst * width * 3, (rowFirst + rows) * width * 3), srcAt);
+    heap.fill(0, srcAt + rows * width * 3, srcAt + rows * width * 3 + 16);
+    i32(hAt[0]!, hc.start);
+    i32(hAt[1]!, hc.len);
+    i32(hAt[2]!, hc.weights);
+    k.hpass(srcAt, width, 0, rows, hAt[0]!, hAt[1]!, hAt[2]!, hc.ksize, ww, tmpAt);
+  } else {
+    copyWindow(src, width, rowFirst, rows, x0, ww, heap, tmpAt);
+  }
+  if (!vc) return heap.slice(tmpAt, tmpAt + rows * stride);
+  i32(vAt[0]!, vc.start);
+  i32(vAt[1]!, vc.len);
+  i32(vAt[2]!, vc.weights);
+  k.vpass(tmpAt, stride, vAt[0]!, vAt[1]!, vAt[2]!, vc.ksize, wh, rowFirst, outAt, accAt);
+  return heap.slice(outAt, outAt + wh * stride);
 }
 
 /** Pillow's NEAREST resize: source index floor((o + 0.5) * scale). */
