@@ -19,7 +19,7 @@ import { datasetFormat, openDataset, type DatasetRecord } from '../data/dataset.
 import { InputError, MultimeditronError, ShapeError } from '../errors.js';
 import type { BaseModality } from '../modality.js';
 import type { Multimeditron } from '../multimeditron.js';
-import { canonicalJson, exists, fingerprintFile, removeTempFiles, sha256, syncDir } from './internal/fsutil.js';
+import { canonicalJson, exists, fingerprintFile, removeTempFiles, sha256, syncDir, writeFileAtomic } from './internal/fsutil.js';
 import { InProcessProcessor, WorkerPool, type SampleProcessor } from './internal/pool.js';
 import { buildUnits, toTaskError, type ProcessResult, type ProcessedPart } from './internal/process.js';
 import { checkRunConfig, type ResolvedRunConfig, type RunConfig } from './run-config.js';
@@ -190,15 +190,16 @@ async function restoreCommitted(outDir: string, manifest: RunManifest): Promise<
   const errFile = path.join(outDir, ERRORS_FILE);
   if (await exists(errFile)) {
     const shards = new Set(manifest.shards.map((s) => s.shard));
-    const lines = (await fs.readFile(errFile, 'utf8')).split('\n').filter((l) => {
-      if (!l.trim()) return false;
+    const all = (await fs.readFile(errFile, 'utf8')).split('\n').filter((l) => l.trim());
+    // lines of uncommitted shards (and a line cut by a kill, necessarily the last) go
+    const kept = all.filter((l) => {
       try {
         return shards.has((JSON.parse(l) as RunErrorLine).shard);
       } catch {
         return false;
       }
     });
-    await fs.writeFile(errFile, lines.length ? `${lines.join('\n')}\n` : '');
+    if (kept.length !== all.length) await writeFileAtomic(errFile, kept.length ? `${kept.join('\n')}\n` : '');
   }
 }
 

@@ -193,22 +193,33 @@ export async function writeRunManifest(outDir: string, manifest: RunManifest): P
   await syncDir(outDir);
 }
 
-/** Reads the lines of a JSONL file one by one. */
-async function* jsonLines<T>(file: string): AsyncGenerator<T> {
+/**
+ * Reads the lines of a JSONL file one by one. With `tolerateCutLast`, an unparsable last line (one being
+ * appended by a running run, or cut by a kill) is skipped instead of being an error.
+ */
+async function* jsonLines<T>(file: string, tolerateCutLast = false): AsyncGenerator<T> {
   const rl = readline.createInterface({ input: createReadStream(file, 'utf8'), crlfDelay: Infinity });
   let n = 0;
+  let last = 0;
+  let bad: { line: number; error: Error } | undefined;
   try {
     for await (const line of rl) {
       n++;
       if (!line.trim()) continue;
+      last = n;
+      if (bad) break;
       try {
         yield JSON.parse(line) as T;
       } catch (e) {
-        throw new RunStateError(`${file}:${n}`, `not valid JSON: ${(e as Error).message}`, { cause: e });
+        bad = { line: n, error: e as Error };
+        if (!tolerateCutLast) break;
       }
     }
   } finally {
     rl.close();
+  }
+  if (bad && (!tolerateCutLast || bad.line !== last)) {
+    throw new RunStateError(`${file}:${bad.line}`, `not valid JSON: ${bad.error.message}`, { cause: bad.error });
   }
 }
 
@@ -219,7 +230,7 @@ export async function readRunErrors(outDir: string): Promise<RunErrorLine[]> {
   if (!manifest || !(await exists(file))) return [];
   const committed = new Set(manifest.shards.map((s) => s.shard));
   const out: RunErrorLine[] = [];
-  for await (const e of jsonLines<RunErrorLine>(file)) if (committed.has(e.shard)) out.push(e);
+  for await (const e of jsonLines<RunErrorLine>(file, true)) if (committed.has(e.shard)) out.push(e);
   return out;
 }
 

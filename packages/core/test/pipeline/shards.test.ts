@@ -113,6 +113,15 @@ describe('readShards / readRunManifest / readRunErrors', () => {
     expect((await readRunManifest(dir))?.shards.map((s) => shardBaseName(s.shard))).toEqual(['shard-00000', 'shard-00001']);
   });
 
+  test('readRunErrors skips a cut last line (a run appending, or killed while appending) but not a bad line before it', async () => {
+    await writeRunManifest(dir, manifest([{ shard: 0, safetensors: 'a', index: 'b', firstSample: 0, endSample: 4, samples: 0, errors: 1, bytes: 0 }]));
+    const ok = JSON.stringify({ sampleIndex: 1, line: 2, code: 'E_INPUT', message: 'x', stage: 'load', shard: 0 });
+    await fs.writeFile(path.join(dir, 'errors.jsonl'), `${ok}\n{"sampleIndex": 5, "li\n\n`);
+    expect((await readRunErrors(dir)).map((e) => e.sampleIndex)).toEqual([1]);
+    await fs.writeFile(path.join(dir, 'errors.jsonl'), `{"sampleIndex": 5, "li\n${ok}\n`);
+    await expect(readRunErrors(dir)).rejects.toThrow(/errors\.jsonl:1: not valid JSON/);
+  });
+
   test('a folder without a manifest, or with a foreign one, is a RunStateError', async () => {
     await expect(readShards(dir).next()).rejects.toBeInstanceOf(RunStateError);
     expect(await readRunManifest(dir)).toBeUndefined();
