@@ -47,6 +47,11 @@ export class PairedPowerSpectrum {
   /** Number of output bins, n / 2 + 1. */
   readonly bins: number;
   private heap: Float32Array;
+  /**
+   * Positions in PFFFT's internal (unordered) output of Re Z[k], Im Z[k], Re Z[N-k], Im Z[N-k] for each bin k,
+   * so that the transform can skip its reordering pass.
+   */
+  private readonly perm: Int32Array;
   private readonly dft: { cos: Float64Array; sin: Float64Array } | undefined;
 
   private constructor(
@@ -59,6 +64,21 @@ export class PairedPowerSpectrum {
   ) {
     this.bins = (n >> 1) + 1;
     this.heap = mod ? mod.HEAPF32 : new Float32Array(0);
+    this.perm = new Int32Array(4 * this.bins);
+    if (mod) {
+      // run the reordering on an array of indices: position k of the ordered output names its internal slot
+      const heap = mod.HEAPF32;
+      for (let i = 0; i < 2 * n; i++) heap[(inPtr >> 2) + i] = i;
+      mod._pffft_zreorder(setup, inPtr, outPtr, PFFFT_FORWARD);
+      const ordered = mod.HEAPF32.slice(outPtr >> 2, (outPtr >> 2) + 2 * n);
+      for (let k = 0; k < this.bins; k++) {
+        const nk = (n - k) % n;
+        this.perm[4 * k] = ordered[2 * k]!;
+        this.perm[4 * k + 1] = ordered[2 * k + 1]!;
+        this.perm[4 * k + 2] = ordered[2 * nk]!;
+        this.perm[4 * k + 3] = ordered[2 * nk + 1]!;
+      }
+    }
     if (!mod) {
       const cos = new Float64Array(n * this.bins);
       const sin = new Float64Array(n * this.bins);
@@ -124,20 +144,15 @@ export class PairedPowerSpectrum {
         heap[p + 1] = 0;
       }
     }
-    this.mod._pffft_transform_ordered(this.setup, this.inPtr, this.outPtr, this.workPtr, PFFFT_FORWARD);
+    this.mod._pffft_transform(this.setup, this.inPtr, this.outPtr, this.workPtr, PFFFT_FORWARD);
     const o = this.outPtr >> 2;
-    // k = 0 pairs with itself (Z[N] = Z[0])
-    const z0r = heap[o]!;
-    const z0i = heap[o + 1]!;
-    outA[outAOff] = z0r * z0r;
-    if (offB >= 0) outB[outBOff] = z0i * z0i;
-    for (let k = 1; k < bins; k++) {
-      const a = o + 2 * k;
-      const b = o + 2 * (n - k);
-      const zr = heap[a]!;
-      const zi = heap[a + 1]!;
-      const yr = heap[b]!;
-      const yi = heap[b + 1]!;
+    const perm = this.perm;
+    for (let k = 0; k < bins; k++) {
+      const zr = heap[o + perm[4 * k]!]!;
+      const zi = heap[o + perm[4 * k + 1]!]!;
+      const yr = heap[o + perm[4 * k + 2]!]!;
+      const yi = heap[o + perm[4 * k + 3]!]!;
+      // A = (Z[k] + conj Z[N-k]) / 2, B = (Z[k] - conj Z[N-k]) / 2i; k = 0 pairs with itself
       const ar = 0.5 * (zr + yr);
       const ai = 0.5 * (zi - yi);
       outA[outAOff + k] = ar * ar + ai * ai;
