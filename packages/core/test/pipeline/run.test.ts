@@ -3,6 +3,7 @@ import { existsSync, promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
+import { parquetWriteBuffer } from 'hyparquet-writer';
 import {
   Collator, createMultimeditron, IGNORE_TOKEN_INDEX, loadRunConfig, readRunErrors, readRunManifest, readShards, RunMismatchError,
   runEmbedding, RunStateError, selectBackend, type BaseModality, type EmbeddedSample, type EmbeddingProgress, type Multimeditron,
@@ -266,6 +267,27 @@ describe('memory and batching', () => {
     const summary = await runEmbedding({ mm, collator, dataset: c.dataset, runConfig: c.rc, outDir: c.out, workers: 0 });
     expect(summary).toEqual(expect.objectContaining({ total: 0, samples: 0, shards: 0, complete: true }));
     expect(await readAll(c.out)).toEqual([]);
+  });
+});
+
+describe('Parquet datasets', () => {
+  test('a Parquet file (JSON-string columns, several row groups) gives the same samples and embeddings as its JSONL', async () => {
+    const c = await fresh({ samples: 13, bad: { 5: 'THROW' } });
+    const rows = (await fs.readFile(c.dataset, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const file = path.join(c.dir, 'dataset.parquet');
+    const col = (k: string) => rows.map((r) => (r[k] === undefined ? null : typeof r[k] === 'string' ? r[k] : JSON.stringify(r[k])));
+    await fs.writeFile(file, Buffer.from(parquetWriteBuffer({
+      columnData: ['text', 'conversations', 'modalities'].map((name) => ({ name, data: col(name), type: 'STRING' as const })),
+      rowGroupSize: 5,
+    })));
+    const fromJsonl = await runEmbedding({ mm, collator, dataset: c.dataset, runConfig: c.rc, outDir: c.out, workers: 0 });
+    const pq = path.join(c.dir, 'out-parquet');
+    const fromParquet = await runEmbedding({ mm, collator, dataset: file, runConfig: c.rc, outDir: pq, workers: 0 });
+    expect(fromParquet).toEqual(expect.objectContaining({ total: 13, samples: fromJsonl.samples, errors: 1, complete: true }));
+    const a = await readAll(c.out);
+    const b = await readAll(pq);
+    expect(b.map((s) => [s.sampleIndex, s.line, s.inputIds])).toEqual(a.map((s) => [s.sampleIndex, s.line, s.inputIds]));
+    b.forEach((s, i) => s.embeddings.forEach((e, j) => expect(Array.from(e.data)).toEqual(Array.from(a[i]!.embeddings[j]!.data))));
   });
 });
 
