@@ -20,13 +20,14 @@ type Factory = (options?: Record<string, unknown>) => Promise<PffftModule>;
 let simdModule: Promise<PffftModule> | undefined;
 let scalarModule: Promise<PffftModule> | undefined;
 
+/** The package ships no types: the specifiers are held in variables so that the imports are typed by us. */
+const SIMD_ENTRY: string = '@echogarden/pffft-wasm/simd';
+const SCALAR_ENTRY: string = '@echogarden/pffft-wasm';
+
 async function loadModule(simd: boolean): Promise<PffftModule> {
-  if (simd) {
-    simdModule ??= import('@echogarden/pffft-wasm/simd').then((m) => (m.default as Factory)());
-    return simdModule;
-  }
-  scalarModule ??= import('@echogarden/pffft-wasm').then((m) => (m.default as Factory)());
-  return scalarModule;
+  const load = (spec: string) => import(spec).then((m: { default: Factory }) => m.default());
+  if (simd) return (simdModule ??= load(SIMD_ENTRY));
+  return (scalarModule ??= load(SCALAR_ENTRY));
 }
 
 /** True when `n` has no prime factor other than 2, 3 and 5. */
