@@ -8,9 +8,8 @@
  * the zero padding skipped. It runs on the CPU only and never touches tfjs, so it can run in worker threads.
  * @module
  */
-import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { ConfigValidationError, validateWithSchema, type JSONSchema } from '@multimeditron/core';
+import { ConfigValidationError, ModelLoadError, readJsonFile, validateWithSchema, type JSONSchema } from '@multimeditron/core';
 import { PairedPowerSpectrum } from './internal/fft.js';
 import { log10InPlace } from './internal/fastlog.js';
 import { melFilterBank, sparseMelFilters, type SparseMelFilters } from './mel.js';
@@ -148,10 +147,13 @@ export class WhisperFeatureExtractor {
     return new WhisperFeatureExtractor(data, fft);
   }
 
-  /** Reads `preprocessor_config.json` from a model folder and builds the extractor. */
+  /**
+   * Reads `preprocessor_config.json` from a local model folder and builds the extractor. A missing or
+   * unreadable file is a {@link ModelLoadError}; invalid fields a {@link ConfigValidationError}.
+   */
   static async fromPretrained(dir: string): Promise<WhisperFeatureExtractor> {
     const file = path.join(dir, 'preprocessor_config.json');
-    const json = JSON.parse(await fs.readFile(file, 'utf8')) as WhisperFeatureExtractorConfig;
+    const json = (await readJsonFile(file)) as WhisperFeatureExtractorConfig;
     return WhisperFeatureExtractor.create(json, file);
   }
 

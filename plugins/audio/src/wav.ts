@@ -9,9 +9,11 @@
  */
 import { InputError } from '@multimeditron/core';
 
-/** `WAVE_FORMAT_*` tags we decode. */
+/** `WAVE_FORMAT_PCM`: integer samples. */
 export const WAVE_FORMAT_PCM = 0x0001;
+/** `WAVE_FORMAT_IEEE_FLOAT`: 32- or 64-bit float samples. */
 export const WAVE_FORMAT_IEEE_FLOAT = 0x0003;
+/** `WAVE_FORMAT_EXTENSIBLE`: the real format is the first two bytes of the sub-format GUID. */
 export const WAVE_FORMAT_EXTENSIBLE = 0xfffe;
 
 const KNOWN_TAGS: Record<number, string> = {

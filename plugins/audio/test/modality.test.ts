@@ -2,7 +2,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  ConfigValidationError, createMultimeditron, getLoaderRegistration, getModalityRegistration, InputError, selectBackend,
+  ConfigValidationError, createMultimeditron, getLoaderRegistration, getModalityRegistration, InputError, ModelLoadError, selectBackend,
   type HostTensor, type Multimeditron, type ProcessedModality,
 } from '@multimeditron/core';
 import plugin, {
@@ -318,6 +318,18 @@ describe('loaders -> processor -> modality', () => {
         expect(r.value[0]!.value.shape).toEqual([80, 3000]);
       }
     });
+  });
+
+  test('without preprocessor_config.json the processor warns and uses the defaults with config.json num_mel_bins', async () => {
+    const dir = path.join(tmp, 'no-preprocessor');
+    await fs.mkdir(dir, { recursive: true });
+    await fs.writeFile(path.join(dir, 'config.json'), JSON.stringify({ model_type: 'whisper', num_mel_bins: 128 }));
+    logger.messages.length = 0;
+    const p = await mm.modalities.processorFor({ modelType: 'meditron_whisper', whisperName: dir }) as WhisperProcessor;
+    expect(p.featureExtractor.shape).toEqual([128, 3000]);
+    expect(logger.warnings.join()).toMatch(/preprocessor_config\.json not found: using WhisperFeatureExtractor defaults \(feature_size 128\)/);
+    await fs.writeFile(path.join(dir, 'preprocessor_config.json'), '{ not json');
+    await expect(mm.modalities.processorFor({ modelType: 'meditron_whisper', whisperName: dir })).rejects.toBeInstanceOf(ModelLoadError);
   });
 
   test('the processor rejects values that are not loaded recordings, and non-finite samples', async () => {
