@@ -11,36 +11,34 @@ const SHIFT: i32 = 22;
 }
 
 /**
- * Horizontal pass over interleaved RGB uint8 rows: for each of `rows` rows starting at `rowFirst` and each
- * output column o: sum over the window of pixel * weight, stored as uint8 RGB into `tmp`.
- * `start`/`len`: i32 per output column; `weights`: i32, `ksize` per output column.
+ * Horizontal pass over interleaved RGB uint8 rows: for each of `rows` rows and each output column o, the sum
+ * over its window of pixel * weight, stored as uint8 RGB into `tmp`. Taps go in pairs through
+ * `i32x4.dot_i16x8_s`: the pixels of taps t and t+1 are shuffled to i16 lanes [R0 R1 G0 G1 B0 B1 0 0] and
+ * multiplied with [w0 w1 w0 w1 w0 w1 0 0]. The 22-bit weights do not fit in i16, so each is split as
+ * w = hi * 2048 + lo (lo in 0..2047) and the two dot products are recombined: exact in i32.
+ * `start`, `pairs`: i32 per output column; `wvec`: per output column `maxPairs` x (hi vector, lo vector).
  */
-export function hpass(src: usize, width: i32, rowFirst: i32, rows: i32, start: usize, len: usize, weights: usize, ksize: i32, outW: i32, tmp: usize): void {
+export function hpass(src: usize, width: i32, rows: i32, start: usize, pairs: usize, wvec: usize, maxPairs: i32, outW: i32, tmp: usize): void {
   const half = i32x4.splat(HALF);
+  const zero = i32x4.splat(0);
   const rowBytes = <usize>(width * 3);
   for (let r = 0; r < rows; r++) {
-    const rowBase = src + <usize>(rowFirst + r) * rowBytes;
+    const rowBase = src + <usize>r * rowBytes;
     const outBase = tmp + <usize>(r * outW * 3);
     for (let o = 0; o < outW; o++) {
-      let acc0 = half;
-      let acc1 = i32x4.splat(0);
-      const n = load<i32>(len + (<usize>o << 2));
+      let accH = zero;
+      let accL = zero;
+      const n = load<i32>(pairs + (<usize>o << 2));
       let p = rowBase + <usize>(load<i32>(start + (<usize>o << 2)) * 3);
-      let wp = weights + <usize>(o * ksize) * 4;
-      let t = 0;
-      for (; t + 1 < n; t += 2) {
-        const px0 = i32x4.extend_low_i16x8_u(v128.load8x8_u(p));
-        const px1 = i32x4.extend_low_i16x8_u(v128.load8x8_u(p + 3));
-        acc0 = i32x4.add(acc0, i32x4.mul(px0, i32x4.splat(load<i32>(wp))));
-        acc1 = i32x4.add(acc1, i32x4.mul(px1, i32x4.splat(load<i32>(wp + 4))));
+      let wp = wvec + <usize>(o * maxPairs) * 32;
+      for (let k = 0; k < n; k++) {
+        const px = i8x16.shuffle(v128.load64_zero(p), zero, 0, 16, 3, 16, 1, 16, 4, 16, 2, 16, 5, 16, 16, 16, 16, 16);
+        accH = i32x4.add(accH, i32x4.dot_i16x8_s(px, v128.load(wp)));
+        accL = i32x4.add(accL, i32x4.dot_i16x8_s(px, v128.load(wp + 16)));
         p += 6;
-        wp += 8;
+        wp += 32;
       }
-      if (t < n) {
-        const px = i32x4.extend_low_i16x8_u(v128.load8x8_u(p));
-        acc0 = i32x4.add(acc0, i32x4.mul(px, i32x4.splat(load<i32>(wp))));
-      }
-      const c = clamp8(i32x4.add(acc0, acc1));
+      const c = clamp8(i32x4.add(i32x4.add(i32x4.shl(accH, 11), accL), half));
       const q = outBase + <usize>(o * 3);
       store<u8>(q, <u8>i32x4.extract_lane(c, 0));
       store<u8>(q + 1, <u8>i32x4.extract_lane(c, 1));

@@ -250,7 +250,7 @@ declare const WebAssembly: {
 
 interface Kernels {
   memory: { buffer: ArrayBuffer; grow(pages: number): number };
-  hpass(src: number, width: number, rowFirst: number, rows: number, start: number, len: number, weights: number, ksize: number, outW: number, tmp: number): void;
+  hpass(src: number, width: number, rows: number, start: number, pairs: number, wvec: number, maxPairs: number, outW: number, tmp: number): void;
   vpass(tmp: number, stride: number, start: number, len: number, weights: number, ksize: number, outH: number, rowFirst: number, out: number, acc: number): void;
 }
 
@@ -291,6 +291,32 @@ export function simdAvailable(): boolean {
 const BASE = 65536;
 const align16 = (n: number) => (n + 15) & ~15;
 
+/**
+ * The horizontal taps as the SIMD kernel reads them: taps in pairs, each weight split into hi * 2048 + lo,
+ * laid out as two i16x8 vectors [hi0 hi1 hi0 hi1 hi0 hi1 0 0] and [lo0 lo1 ...] per pair.
+ */
+function pairVectors(c: AxisCoeffs): { pairs: Int32Array; vectors: Int16Array; maxPairs: number } {
+  const n = c.len.length;
+  const maxPairs = Math.ceil(c.ksize / 2);
+  const pairs = new Int32Array(n);
+  const vectors = new Int16Array(n * maxPairs * 16);
+  for (let o = 0; o < n; o++) {
+    const len = c.len[o]!;
+    pairs[o] = Math.ceil(len / 2);
+    for (let t = 0; t < len; t++) {
+      const w = c.weights[o * c.ksize + t]!;
+      const hi = w >> 11;
+      const lo = w & 2047;
+      const base = (o * maxPairs + (t >> 1)) * 16 + (t & 1);
+      for (let ch = 0; ch < 3; ch++) {
+        vectors[base + ch * 2] = hi;
+        vectors[base + 8 + ch * 2] = lo;
+      }
+    }
+  }
+  return { pairs, vectors, maxPairs };
+}
+
 function resampleWasm(
   k: Kernels, src: Uint8Array, width: number, rowFirst: number, rows: number, x0: number, ww: number, wh: number,
   hc: AxisCoeffs | undefined, vc: AxisCoeffs | undefined,
@@ -303,7 +329,8 @@ function resampleWasm(
     return at;
   };
   const srcAt = hc ? take(rows * width * 3) : 0;
-  const hAt = hc ? [take(hc.start.byteLength), take(hc.len.byteLength), take(hc.weights.byteLength)] : [];
+  const hv = hc ? pairVectors(hc) : undefined;
+  const hAt = hv ? [take(hc!.start.byteLength), take(hv.pairs.byteLength), take(hv.vectors.byteLength)] : [];
   const tmpAt = take(rows * stride);
   const vAt = vc ? [take(vc.start.byteLength), take(vc.len.byteLength), take(vc.weights.byteLength)] : [];
   const outAt = vc ? take(wh * stride + 8) : 0;
@@ -311,14 +338,14 @@ function resampleWasm(
   const have = k.memory.buffer.byteLength;
   if (off > have) k.memory.grow(Math.ceil((off - have) / 65536));
   const heap = new Uint8Array(k.memory.buffer);
-  const i32 = (at: number, a: Int32Array) => heap.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), at);
-  if (hc) {
+  const i32 = (at: number, a: Int32Array | Int16Array) => heap.set(new Uint8Array(a.buffer, a.byteOffset, a.byteLength), at);
+  if (hc && hv) {
     heap.set(src.subarray(rowFirst * width * 3, (rowFirst + rows) * width * 3), srcAt);
     heap.fill(0, srcAt + rows * width * 3, srcAt + rows * width * 3 + 16);
     i32(hAt[0]!, hc.start);
-    i32(hAt[1]!, hc.len);
-    i32(hAt[2]!, hc.weights);
-    k.hpass(srcAt, width, 0, rows, hAt[0]!, hAt[1]!, hAt[2]!, hc.ksize, ww, tmpAt);
+    i32(hAt[1]!, hv.pairs);
+    i32(hAt[2]!, hv.vectors);
+    k.hpass(srcAt, width, rows, hAt[0]!, hAt[1]!, hAt[2]!, hv.maxPairs, ww, tmpAt);
   } else {
     copyWindow(src, width, rowFirst, rows, x0, ww, heap, tmpAt);
   }
