@@ -69,6 +69,7 @@ describe('AudioModality', () => {
     try {
       expect(m.numEmbeddings).toBe(1500);
       expect(m.processor.numEmbeddings).toBe(1500);
+      expect(m.processor.inputName).toBe('input_features');
       const before = tf.memory().numTensors;
       const out = m.forward([host(feats[1]!), host(feats[2]!)]);
       expect(out.shape).toEqual([2, 1500, 16]);
