@@ -27,14 +27,23 @@ const ACTIVATIONS: readonly ClipActivation[] = ['quick_gelu', 'gelu', 'gelu_new'
 
 /** The vision tower's hyper-parameters (Hugging Face `CLIPVisionConfig`, camel-cased). */
 export interface ClipVisionConfig {
+  /** Token width (`hidden_size`). */
   hiddenSize: number;
+  /** MLP width (`intermediate_size`; read from the config, not assumed to be 4x). */
   intermediateSize: number;
+  /** Encoder layers (`num_hidden_layers`). */
   numHiddenLayers: number;
+  /** Attention heads (`num_attention_heads`); must divide `hiddenSize`. */
   numAttentionHeads: number;
+  /** Input channels (`num_channels`, 3). */
   numChannels: number;
+  /** Input size in pixels (`image_size`). */
   imageSize: number;
+  /** Patch size in pixels (`patch_size`); must divide `imageSize`. */
   patchSize: number;
+  /** MLP activation (`hidden_act`). */
   hiddenAct: ClipActivation;
+  /** LayerNorm epsilon (`layer_norm_eps`). */
   layerNormEps: number;
   /** Size of `image_embeds` (the visual projection), when the checkpoint has one. */
   projectionDim?: number;

@@ -17,18 +17,27 @@ export type ResizeTarget = { shortestEdge: number } | { height: number; width: n
 
 /** A normalised CLIP image-processor configuration. */
 export interface ClipPreprocessorConfig {
+  /** `do_convert_rgb`. The loaders always deliver RGB, so this is informational. */
   doConvertRgb: boolean;
+  /** `do_resize`. */
   doResize: boolean;
   /** `{shortestEdge}` keeps the aspect ratio; `{height, width}` resizes to exactly that size. */
   size: ResizeTarget;
   /** Pillow filter code: 0 nearest, 1 lanczos, 2 bilinear, 3 bicubic (CLIP), 4 box, 5 hamming. */
   resample: number;
+  /** `do_center_crop`. */
   doCenterCrop: boolean;
+  /** `crop_size` (a legacy integer becomes a square). */
   cropSize: { height: number; width: number };
+  /** `do_rescale` (legacy files omit it: true). */
   doRescale: boolean;
+  /** `rescale_factor` (legacy files omit it: 1/255). */
   rescaleFactor: number;
+  /** `do_normalize`. */
   doNormalize: boolean;
+  /** `image_mean`, per channel. */
   imageMean: [number, number, number];
+  /** `image_std`, per channel. */
   imageStd: [number, number, number];
 }
 
