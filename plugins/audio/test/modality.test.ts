@@ -31,6 +31,14 @@ afterAll(async () => {
 
 const host = (data: Float32Array): HostTensor => ({ data, shape: [80, 3000] });
 
+/** Runs `f` in a tidy scope and returns a host copy of its tensor (never a typed array out of tf.tidy: slow). */
+function hostOf(f: () => tf.Tensor): Float32Array {
+  const t = tf.tidy(f);
+  const data = t.dataSync().slice() as Float32Array;
+  t.dispose();
+  return data;
+}
+
 async function whisper(overrides: Record<string, unknown> = {}): Promise<AudioModality> {
   return (await mm.modalities.fromPretrained('meditron_whisper', { whisperName: WHISPER_DIR, hiddenSize: 16, ...overrides })) as AudioModality;
 }
@@ -78,7 +86,7 @@ describe('AudioModality', () => {
       expect(tf.memory().numTensors).toBe(before);
       // the projector applied to the expected encoder output
       const expected = await Promise.all([1, 2].map((i) => expectedData(CASES[i]!.keys['last_hidden_state']!)));
-      const proj = tf.tidy(() => m.projector.apply(tf.tensor3d(Float32Array.from([...expected[0]!, ...expected[1]!]), [2, 1500, 32])).dataSync().slice());
+      const proj = hostOf(() => m.projector.apply(tf.tensor3d(Float32Array.from([...expected[0]!, ...expected[1]!]), [2, 1500, 32])));
       expect(diff(got, proj).max).toBeLessThan(1e-4);
     } finally {
       m.dispose();
@@ -107,7 +115,7 @@ describe('AudioModality', () => {
             pooled[t * 32 + d] = s / stride;
           }
         }
-        const ref = tf.tidy(() => m.projector.apply(tf.tensor3d(pooled, [1, n, 32])).dataSync().slice());
+        const ref = hostOf(() => m.projector.apply(tf.tensor3d(pooled, [1, n, 32])));
         expect(diff(got, ref).max).toBeLessThan(1e-4);
       } finally {
         m.dispose();
