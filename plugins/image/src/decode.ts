@@ -6,7 +6,8 @@
  * - no EXIF rotation;
  * - alpha is dropped, never composited or premultiplied (fully transparent pixels keep their stored RGB);
  * - grey is replicated to three channels, palettes are expanded;
- * - 16-bit samples keep their high byte (`v >> 8`).
+ * - 16-bit samples keep their high byte (`v >> 8`). (For 16-bit greyscale Pillow clips to 0..255 instead,
+ *   which whitens the image; we keep the high byte on purpose, see docs/image.md.)
  *
  * Decoding always produces the full-resolution raw image; resizing happens afterwards, never inside the
  * same sharp pipeline (libvips would shrink JPEGs in the DCT domain on load and resize RGBA premultiplied).

@@ -48,10 +48,10 @@ function runAll(enc: ClipVisionEncoder, hiddenStates = false) {
   const x = tf.tensor4d(pixelBatch, [CASES.length, 3, 32, 32]);
   const out = enc.forward(x, { outputHiddenStates: hiddenStates });
   const host = {
-    last: out.lastHiddenState.dataSync().slice(),
-    pooler: out.poolerOutput!.dataSync().slice(),
-    embeds: out.imageEmbeds?.dataSync().slice(),
-    hidden: out.hiddenStates?.map((h) => h.dataSync().slice()),
+    last: out.lastHiddenState.dataSync().slice() as Float32Array,
+    pooler: out.poolerOutput!.dataSync().slice() as Float32Array,
+    embeds: out.imageEmbeds?.dataSync().slice() as Float32Array | undefined,
+    hidden: out.hiddenStates?.map((h) => h.dataSync().slice() as Float32Array),
   };
   tf.dispose([x, out.lastHiddenState, out.poolerOutput!, ...(out.imageEmbeds ? [out.imageEmbeds] : []), ...(out.hiddenStates ?? [])]);
   return host;
@@ -102,7 +102,7 @@ describe('CLIP vision tower on the stored pixel_values (CLIPModel form, F32)', (
     const x = tf.tensor4d(pixelBatch, [CASES.length, 3, 32, 32]);
     const before = tf.memory().numTensors;
     const out = enc.forward(x, { attention });
-    const last = out.lastHiddenState.dataSync();
+    const last = out.lastHiddenState.dataSync() as Float32Array;
     tf.dispose([x, out.lastHiddenState, out.poolerOutput!, out.imageEmbeds!]);
     CASES.forEach((c, i) => {
       expect(compare(rows(last, i, 17 * 64), exp.get(c.keys['last_hidden_state']!)!.data as Float32Array, 1e-4, 1e-4).ok).toBe(true);
