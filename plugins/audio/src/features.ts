@@ -12,6 +12,7 @@ import path from 'node:path';
 import { ConfigValidationError, ModelLoadError, readJsonFile, validateWithSchema, type JSONSchema } from '@multimeditron/core';
 import { PairedPowerSpectrum } from './internal/fft.js';
 import { log10InPlace } from './internal/fastlog.js';
+import { BLOCK_PAIRS, LogMelKernels } from './internal/logmel-kernels.js';
 import { melFilterBank, sparseMelFilters, type SparseMelFilters } from './mel.js';
 
 /**
@@ -80,6 +81,15 @@ function transposeScale(src: Float32Array, rows: number, cols: number, dst: Floa
   }
 }
 
+/** Options of {@link WhisperFeatureExtractor.create}. */
+export interface WhisperFeatureExtractorOptions {
+  /**
+   * Use the WebAssembly SIMD kernels for windowing, power spectra, mel bank and log (default true). `false`
+   * selects the plain JavaScript loops, which compute the same values in float64 (for comparison and tests).
+   */
+  simd?: boolean;
+}
+
 /** How a recording longer than one window is handled. */
 export type LongAudioMode = 'truncate' | 'split';
 
@@ -107,8 +117,9 @@ export class WhisperFeatureExtractor {
   private readonly padded: Float32Array;
   private readonly power: Float64Array;
   private readonly melT: Float32Array;
+  private readonly kernels: LogMelKernels | undefined;
 
-  private constructor(config: WhisperFeatureExtractor['config'], private readonly fft: PairedPowerSpectrum) {
+  private constructor(config: WhisperFeatureExtractor['config'], private readonly fft: PairedPowerSpectrum, kernels: boolean) {
     this.config = config;
     this.featureSize = config.feature_size;
     this.samplingRate = config.sampling_rate;
@@ -130,31 +141,50 @@ export class WhisperFeatureExtractor {
     this.sparse = sparseMelFilters(this.melFilters, bins, this.featureSize);
     this.window = new Float64Array(this.nFft);
     for (let n = 0; n < this.nFft; n++) this.window[n] = 0.5 - 0.5 * Math.cos((2 * Math.PI * n) / this.nFft);
-    this.padded = new Float32Array(this.nSamples + this.nFft);
     this.power = new Float64Array(2 * bins);
-    this.melT = new Float32Array(this.featureSize * this.numFrames);
+    // the WebAssembly SIMD kernels when PFFFT runs the FFT and n_fft is a multiple of 4; plain loops otherwise
+    if (kernels && fft.engine !== 'dft' && this.nFft % 4 === 0) {
+      this.kernels = new LogMelKernels({
+        signalLength: this.nSamples + this.nFft, nFft: this.nFft, hop: this.hopLength, frames: this.numFrames,
+        sparse: this.sparse, window: this.window, perm: fft.permutation,
+      });
+      this.padded = this.kernels.signal;
+      this.melT = this.kernels.melT;
+    } else {
+      this.padded = new Float32Array(this.nSamples + this.nFft);
+      this.melT = new Float32Array(this.featureSize * this.numFrames);
+    }
   }
 
   /**
    * Validates a `preprocessor_config.json` object (defaults applied) and builds the extractor.
    * Throws {@link ConfigValidationError} naming the offending field.
    */
-  static async create(config: WhisperFeatureExtractorConfig = {}, name = 'preprocessor_config.json'): Promise<WhisperFeatureExtractor> {
+  static async create(
+    config: WhisperFeatureExtractorConfig = {},
+    name = 'preprocessor_config.json',
+    options: WhisperFeatureExtractorOptions = {},
+  ): Promise<WhisperFeatureExtractor> {
     const data = validateWithSchema<WhisperFeatureExtractor['config']>(
       WHISPER_FEATURE_EXTRACTOR_SCHEMA, structuredClone(config), name,
     );
     const fft = await PairedPowerSpectrum.create(data.n_fft);
-    return new WhisperFeatureExtractor(data, fft);
+    return new WhisperFeatureExtractor(data, fft, options.simd ?? true);
+  }
+
+  /** Which code computes the features: the WebAssembly SIMD kernels or the JavaScript loops. */
+  get implementation(): 'wasm-simd' | 'js' {
+    return this.kernels ? 'wasm-simd' : 'js';
   }
 
   /**
    * Reads `preprocessor_config.json` from a local model folder and builds the extractor. A missing or
    * unreadable file is a {@link ModelLoadError}; invalid fields a {@link ConfigValidationError}.
    */
-  static async fromPretrained(dir: string): Promise<WhisperFeatureExtractor> {
+  static async fromPretrained(dir: string, options: WhisperFeatureExtractorOptions = {}): Promise<WhisperFeatureExtractor> {
     const file = path.join(dir, 'preprocessor_config.json');
     const json = (await readJsonFile(file)) as WhisperFeatureExtractorConfig;
-    return WhisperFeatureExtractor.create(json, file);
+    return WhisperFeatureExtractor.create(json, file, options);
   }
 
   /** Shape of one window's features: `[featureSize, numFrames]`. */
@@ -234,11 +264,52 @@ export class WhisperFeatureExtractor {
 
     // 3.-4. power spectra two frames at a time, sparse mel bank, written frame-major into `melT` (contiguous
     // writes), transposed to mel-major at the end
+    const firstZero = Math.min(T, Math.floor(lastNonZero / hop) + 1);
+    const melT = this.melT;
+    let max = 1e-10;
+    if (this.kernels) {
+      const K = this.kernels;
+      const pairs = Math.ceil(firstZero / 2);
+      for (let c = 0; c < pairs; c += BLOCK_PAIRS) {
+        const count = Math.min(BLOCK_PAIRS, pairs - c);
+        K.windowPairs(2 * c, count);
+        this.fft.transformBlock(K.block, count);
+        max = Math.max(max, K.powerMel(2 * c, count));
+      }
+    } else {
+      max = this.powerMelJs(P, firstZero);
+    }
+    if (!(max < 3.4e38)) throw new RangeError('the power spectrum overflows float32 (input far louder than full scale)');
+    // 5. log10; frames starting after the last non-zero sample have an all-zero spectrum: log10(1e-10) = -10
+    const computed = Math.min(firstZero + (firstZero & 1), T) * nm;
+    if (this.kernels) {
+      const simd = computed - (computed % 4);
+      this.kernels.log10(simd);
+      log10InPlace(melT.subarray(simd, computed));
+    } else {
+      log10InPlace(melT.subarray(0, computed));
+    }
+    melT.fill(-10, computed, T * nm);
+    // the floor max(L) - 8 is global over the window, then (L + 4) / 4
+    const maxL = Math.log10(Math.fround(max));
+    if (this.kernels) {
+      this.kernels.transposeScale(maxL - 8);
+      out.set(this.kernels.features);
+    } else {
+      transposeScale(melT, T, nm, out, maxL - 8);
+    }
+    return out;
+  }
+
+  /** Steps 3-4 in plain JavaScript (float64): frames [0, firstZero) rounded up to pairs. Returns the max. */
+  private powerMelJs(P: Float32Array, firstZero: number): number {
+    const T = this.numFrames;
+    const nm = this.featureSize;
+    const hop = this.hopLength;
     const pw = this.power;
-    const bins = nFft / 2 + 1;
+    const bins = this.nFft / 2 + 1;
     const melT = this.melT;
     const { firstBin, offsets, weights } = this.sparse;
-    const firstZero = Math.min(T, Math.floor(lastNonZero / hop) + 1);
     let max = 1e-10;
     for (let t = 0; t < firstZero; t += 2) {
       const two = t + 1 < T;
@@ -268,15 +339,7 @@ export class WhisperFeatureExtractor {
         }
       }
     }
-    if (!(max < 3.4e38)) throw new RangeError('the power spectrum overflows float32 (input far louder than full scale)');
-    // 5. log10; frames starting after the last non-zero sample have an all-zero spectrum: log10(1e-10) = -10
-    const computed = Math.min(firstZero + (firstZero & 1), T) * nm;
-    log10InPlace(melT.subarray(0, computed));
-    melT.fill(-10, computed, T * nm);
-    // the floor max(L) - 8 is global over the window, then (L + 4) / 4
-    const maxL = Math.log10(Math.fround(max));
-    transposeScale(melT, T, nm, out, maxL - 8);
-    return out;
+    return max;
   }
 
   /** Frees the FFT's WebAssembly buffers. */

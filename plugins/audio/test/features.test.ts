@@ -146,6 +146,24 @@ describe('input_features equal Hugging Face WhisperFeatureExtractor', () => {
     f128.dispose();
   });
 
+  test('the WebAssembly SIMD kernels and the plain JavaScript loops agree', async () => {
+    expect(fe.implementation).toBe('wasm-simd');
+    const js = await WhisperFeatureExtractor.fromPretrained(WHISPER_DIR, { simd: false });
+    expect(js.implementation).toBe('js');
+    const odd = await WhisperFeatureExtractor.create({ n_fft: 402, hop_length: 161 }); // n_fft % 4 != 0
+    expect(odd.implementation).toBe('js');
+    odd.dispose();
+    for (const c of CASES.filter((x) => !x.needs_resample_or_downmix)) {
+      const raw = await decodeAudio(await fs.readFile(golden(c.audio)), c.audio);
+      const a = fe.extract(raw.samples);
+      const b = js.extract(raw.samples);
+      expect(diff(a, b).max).toBeLessThan(1e-4);
+      measured[`${c.name} (JavaScript loops)`] = diff(b, await expectedData(c.keys['input_features']!)).max;
+      expect(measured[`${c.name} (JavaScript loops)`]).toBeLessThanOrEqual(TOL.input_features.atol);
+    }
+    js.dispose();
+  });
+
   test('silence gives the clamp value everywhere', () => {
     const out = fe.extract(new Float32Array(1000));
     expect(new Set(out)).toEqual(new Set([Math.fround(-1.5)]));

@@ -165,6 +165,40 @@ export class PairedPowerSpectrum {
     }
   }
 
+  /** Per bin k: float indices of Re Z[k], Im Z[k], Re Z[n-k], Im Z[n-k] in the unordered output (PFFFT only). */
+  get permutation(): Int32Array {
+    return this.perm;
+  }
+
+  private blockIn = 0;
+  private blockOut = 0;
+  private blockPairs = 0;
+
+  /**
+   * Transforms `count` interleaved complex inputs of 2n floats each, in place in `block` (PFFFT's unordered
+   * output layout). The block goes through PFFFT's own memory in one copy each way.
+   */
+  transformBlock(block: Float32Array, count: number): void {
+    const mod = this.mod;
+    if (!mod) throw new Error('transformBlock needs the PFFFT engine');
+    const floats = 2 * this.n;
+    if (count > this.blockPairs) {
+      if (this.blockPairs) {
+        mod._pffft_aligned_free(this.blockIn);
+        mod._pffft_aligned_free(this.blockOut);
+      }
+      this.blockIn = mod._pffft_aligned_malloc(4 * floats * count);
+      this.blockOut = mod._pffft_aligned_malloc(4 * floats * count);
+      this.blockPairs = count;
+    }
+    mod.HEAPF32.set(block.subarray(0, floats * count), this.blockIn >> 2);
+    const bytes = 4 * floats;
+    for (let i = 0; i < count; i++) {
+      mod._pffft_transform(this.setup, this.blockIn + i * bytes, this.blockOut + i * bytes, this.workPtr, PFFFT_FORWARD);
+    }
+    block.set(mod.HEAPF32.subarray(this.blockOut >> 2, (this.blockOut >> 2) + floats * count));
+  }
+
   private dftPower(src: Float32Array, off: number, win: Float64Array, out: Float64Array, outOff: number): void {
     const { cos, sin } = this.dft!;
     const n = this.n;
@@ -184,6 +218,11 @@ export class PairedPowerSpectrum {
   /** Frees the WebAssembly buffers. The object must not be used afterwards. */
   dispose(): void {
     if (!this.mod || !this.setup) return;
+    if (this.blockPairs) {
+      this.mod._pffft_aligned_free(this.blockIn);
+      this.mod._pffft_aligned_free(this.blockOut);
+      this.blockPairs = 0;
+    }
     this.mod._pffft_aligned_free(this.inPtr);
     this.mod._pffft_aligned_free(this.outPtr);
     this.mod._pffft_aligned_free(this.workPtr);
