@@ -83,23 +83,48 @@ export function powerMel(
   return max(f64x2.extract_lane(mx, 0), f64x2.extract_lane(mx, 1));
 }
 
+@inline function scale(v: v128, low: v128): v128 {
+  return f32x4.mul(f32x4.add(f32x4.max(v, low), f32x4.splat(4)), f32x4.splat(0.25));
+}
+
 /**
  * `dst[c * rows + r] = (max(src[r * cols + c], low) + 4) / 4`: Whisper's floor and scaling fused with the
- * transpose of the frame-major matrix `src` (rows x cols) to mel-major, in 16 x 16 tiles.
+ * transpose of the frame-major matrix `src` (rows x cols) to mel-major, 4 x 4 blocks at a time through
+ * shuffles; rows and columns beyond a multiple of 4 element by element.
  */
 export function transposeScale(src: usize, rows: i32, cols: i32, dst: usize, low: f32): void {
-  const B = 16;
-  for (let r0 = 0; r0 < rows; r0 += B) {
-    const r1 = min(rows, r0 + B);
-    for (let c0 = 0; c0 < cols; c0 += B) {
-      const c1 = min(cols, c0 + B);
-      for (let c = c0; c < c1; c++) {
-        const d = dst + (<usize>(c * rows) << 2);
-        for (let r = r0; r < r1; r++) {
-          const l = load<f32>(src + (<usize>(r * cols + c) << 2));
-          store<f32>(d + (<usize>r << 2), (max(l, low) + 4) * 0.25);
-        }
-      }
+  const lowv = f32x4.splat(low);
+  const rows4 = rows & ~3;
+  const cols4 = cols & ~3;
+  const rowBytes = <usize>cols << 2;
+  for (let c = 0; c < cols4; c += 4) {
+    const d0 = dst + (<usize>(c * rows) << 2);
+    const d1 = d0 + (<usize>rows << 2);
+    const d2 = d1 + (<usize>rows << 2);
+    const d3 = d2 + (<usize>rows << 2);
+    for (let r = 0; r < rows4; r += 4) {
+      const s = src + (<usize>(r * cols + c) << 2);
+      const a0 = v128.load(s);
+      const a1 = v128.load(s + rowBytes);
+      const a2 = v128.load(s + 2 * rowBytes);
+      const a3 = v128.load(s + 3 * rowBytes);
+      const t0 = v128.shuffle<f32>(a0, a1, 0, 4, 1, 5);
+      const t1 = v128.shuffle<f32>(a0, a1, 2, 6, 3, 7);
+      const t2 = v128.shuffle<f32>(a2, a3, 0, 4, 1, 5);
+      const t3 = v128.shuffle<f32>(a2, a3, 2, 6, 3, 7);
+      const o = <usize>r << 2;
+      v128.store(d0 + o, scale(v128.shuffle<f32>(t0, t2, 0, 1, 4, 5), lowv));
+      v128.store(d1 + o, scale(v128.shuffle<f32>(t0, t2, 2, 3, 6, 7), lowv));
+      v128.store(d2 + o, scale(v128.shuffle<f32>(t1, t3, 0, 1, 4, 5), lowv));
+      v128.store(d3 + o, scale(v128.shuffle<f32>(t1, t3, 2, 3, 6, 7), lowv));
+    }
+  }
+  // the edges: rows past rows4 for every column, columns past cols4 for every row
+  for (let c = 0; c < cols; c++) {
+    const rStart = c < cols4 ? rows4 : 0;
+    for (let r = rStart; r < rows; r++) {
+      const l = load<f32>(src + (<usize>(r * cols + c) << 2));
+      store<f32>(dst + (<usize>(c * rows + r) << 2), (max(l, low) + 4) * 0.25);
     }
   }
 }
