@@ -1,0 +1,49 @@
+#!/usr/bin/env node
+// Runs every benchmark, then the Python reference (../shared/bench/python_reference.py, if present and its
+// dependencies are installed), one after the other in the same sitting, and prints one JSON object with all
+// results. The machine is shared and noisy: compare ratios from one sitting, never numbers from another day.
+// Usage: npm run build && npm run bench [-- --skip-python] [-- --only image-preprocess,audio-logmel]
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const args = process.argv.slice(2);
+const only = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',') : undefined;
+const benches = ['image-preprocess', 'image-forward', 'audio-logmel', 'audio-encoder', 'embed-memory'];
+const results = {};
+
+function lastJson(text) {
+  const lines = text.trim().split('\n').reverse();
+  for (const l of lines) {
+    try {
+      return JSON.parse(l);
+    } catch {
+      // not JSON
+    }
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    return { raw: text.slice(-2000) };
+  }
+}
+
+for (const b of benches) {
+  if (only && !only.includes(b)) continue;
+  process.stderr.write(`bench: ${b}...\n`);
+  const t0 = Date.now();
+  const r = spawnSync(process.execPath, [path.join(repo, 'bench', `${b}.mjs`)], { cwd: repo, encoding: 'utf8', maxBuffer: 64 << 20 });
+  results[b] = { exitCode: r.status, seconds: (Date.now() - t0) / 1000, result: lastJson(r.stdout ?? '') };
+  if (r.status !== 0) results[b].stderr = (r.stderr ?? '').slice(-2000);
+}
+
+const py = path.join(repo, '..', 'shared', 'bench', 'python_reference.py');
+if (!args.includes('--skip-python') && (!only || only.includes('python')) && existsSync(py)) {
+  process.stderr.write('bench: python reference...\n');
+  const r = spawnSync('/usr/bin/python3', [py], { cwd: repo, encoding: 'utf8', maxBuffer: 64 << 20 });
+  results['python-reference'] = r.status === 0 ? lastJson(r.stdout) : { exitCode: r.status, stderr: (r.stderr ?? '').slice(-2000),
+    hint: 'apt-get install -y python3-torch python3-pil python3-numpy python3-scipy (see ../shared/bench/README.md)' };
+}
+process.stdout.write(`${JSON.stringify({ date: new Date().toISOString(), results }, null, 2)}\n`);
