@@ -30,7 +30,7 @@ export function windowPairs(signal: usize, win: usize, nFft: i32, hop: i32, t0: 
  * For `count` pairs of complex spectra Z = FFT(a + i b) at `spectra` (2 * n floats each, PFFFT's unordered
  * layout; `perm` gives, per bin k, the byte offsets of Re Z[k], Im Z[k], Re Z[n-k], Im Z[n-k]), computes the
  * power spectra |A|^2 and |B|^2 (A = (Z[k] + conj Z[n-k]) / 2, B = (Z[k] - conj Z[n-k]) / 2i) as f64x2 lanes
- * (A, B), applies the sparse mel bank (filter j: `weights[offsets[j]..offsets[j+1])` on bins from
+ * (A, B), applies the sparse mel bank (filter j: f64 `weights[offsets[j]..offsets[j+1])` on bins from
  * `firstBin[j]`) to both frames at once, clamps at 1e-10 and writes frame-major rows of `nm` floats for frames
  * t0 + 2p (and t0 + 2p + 1 when < `frames`) to `melT`. Arithmetic in f64, storage in f32. Returns the largest
  * value written.
@@ -67,7 +67,7 @@ export function powerMel(
       let at = pw + (<usize>load<i32>(firstBin + (<usize>j << 2)) << 4);
       let acc = f64x2.splat(0);
       for (let q = o0; q < o1; q++) {
-        acc = f64x2.add(acc, f64x2.mul(f64x2.splat(<f64>load<f32>(weights + (<usize>q << 2))), v128.load(at)));
+        acc = f64x2.add(acc, f64x2.mul(v128.load64_splat(weights + (<usize>q << 3)), v128.load(at)));
         at += 16;
       }
       acc = f64x2.max(acc, floor);

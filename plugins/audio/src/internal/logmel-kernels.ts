@@ -87,7 +87,7 @@ export class LogMelKernels {
       perm: take(4 * 4 * bins),
       firstBin: take(4 * sparse.numMelFilters),
       offsets: take(4 * (sparse.numMelFilters + 1)),
-      weights: take(4 * sparse.weights.length),
+      weights: take(8 * sparse.weights.length),
       pw: take(8 * 2 * bins),
       melT: take(4 * frames * sparse.numMelFilters),
       features: take(4 * frames * sparse.numMelFilters),
@@ -105,7 +105,7 @@ export class LogMelKernels {
     new Int32Array(buf, this.p.perm, 4 * bins).set(layout.perm.map((i) => 4 * i));
     new Int32Array(buf, this.p.firstBin, sparse.numMelFilters).set(sparse.firstBin);
     new Int32Array(buf, this.p.offsets, sparse.numMelFilters + 1).set(sparse.offsets);
-    new Float32Array(buf, this.p.weights, sparse.weights.length).set(sparse.weights);
+    new Float64Array(buf, this.p.weights, sparse.weights.length).set(sparse.weights); // float32-rounded values
   }
 
   /** Windows and interleaves `count` pairs of frames starting at frame `t0` into {@link block}. */
