@@ -39,6 +39,23 @@ function smooth235(n: number): boolean {
 const PFFFT_COMPLEX = 1;
 const PFFFT_FORWARD = 0;
 
+/** What a transform holds in PFFFT's memory (shared with the finalizer, so it must not reference the object). */
+interface Held {
+  mod: PffftModule;
+  setup: number;
+  ptrs: number[];
+}
+
+function release(h: Held): void {
+  for (const p of h.ptrs) h.mod._pffft_aligned_free(p);
+  h.ptrs.length = 0;
+  if (h.setup) h.mod._pffft_destroy_setup(h.setup);
+  h.setup = 0;
+}
+
+/** Frees the PFFFT buffers of transforms that were collected without dispose(). */
+const finalizer = new FinalizationRegistry<Held>(release);
+
 /**
  * Computes |FFT(w * frame)|^2 for the first n/2 + 1 bins of real frames of length n, two frames per call.
  * Create with {@link PairedPowerSpectrum.create}; reuse for any number of frames; {@link dispose} frees the
@@ -54,6 +71,7 @@ export class PairedPowerSpectrum {
    */
   private readonly perm: Int32Array;
   private readonly dft: { cos: Float64Array; sin: Float64Array } | undefined;
+  private held: Held | undefined;
 
   private constructor(
     readonly n: number,
@@ -65,6 +83,10 @@ export class PairedPowerSpectrum {
   ) {
     this.bins = (n >> 1) + 1;
     this.heap = mod ? mod.HEAPF32 : new Float32Array(0);
+    if (mod) {
+      this.held = { mod, setup, ptrs: [inPtr, outPtr, workPtr] };
+      finalizer.register(this, this.held, this);
+    }
     this.perm = new Int32Array(4 * this.bins);
     if (mod) {
       // run the reordering on an array of indices: position k of the ordered output names its internal slot
@@ -183,12 +205,15 @@ export class PairedPowerSpectrum {
     if (!mod) throw new Error('transformBlock needs the PFFFT engine');
     const floats = 2 * this.n;
     if (count > this.blockPairs) {
+      const held = this.held!;
       if (this.blockPairs) {
         mod._pffft_aligned_free(this.blockIn);
         mod._pffft_aligned_free(this.blockOut);
+        held.ptrs = held.ptrs.filter((p) => p !== this.blockIn && p !== this.blockOut);
       }
       this.blockIn = mod._pffft_aligned_malloc(4 * floats * count);
       this.blockOut = mod._pffft_aligned_malloc(4 * floats * count);
+      held.ptrs.push(this.blockIn, this.blockOut);
       this.blockPairs = count;
     }
     mod.HEAPF32.set(block.subarray(0, floats * count), this.blockIn >> 2);
@@ -215,18 +240,13 @@ export class PairedPowerSpectrum {
     }
   }
 
-  /** Frees the WebAssembly buffers. The object must not be used afterwards. */
+  /** Frees the WebAssembly buffers (also done when the object is garbage-collected). Do not use it afterwards. */
   dispose(): void {
-    if (!this.mod || !this.setup) return;
-    if (this.blockPairs) {
-      this.mod._pffft_aligned_free(this.blockIn);
-      this.mod._pffft_aligned_free(this.blockOut);
-      this.blockPairs = 0;
-    }
-    this.mod._pffft_aligned_free(this.inPtr);
-    this.mod._pffft_aligned_free(this.outPtr);
-    this.mod._pffft_aligned_free(this.workPtr);
-    this.mod._pffft_destroy_setup(this.setup);
+    if (!this.held) return;
+    finalizer.unregister(this);
+    release(this.held);
+    this.held = undefined;
     this.setup = 0;
+    this.blockPairs = 0;
   }
 }
