@@ -99,13 +99,17 @@ export class WhisperFeatureExtractor {
   readonly featureSize: number;
   /** Sampling rate of the input, Hz. */
   readonly samplingRate: number;
+  /** STFT hop, samples (160). */
   readonly hopLength: number;
+  /** FFT size, samples (400). */
   readonly nFft: number;
   /** Samples per window (30 s). */
   readonly nSamples: number;
   /** Frames per window after dropping the last STFT frame (3000). */
   readonly numFrames: number;
+  /** Value short inputs are padded with. */
   readonly paddingValue: number;
+  /** Standard deviation of the Gaussian noise added before the STFT (0 = none). */
   readonly dither: number;
   /** The dense filter bank, `(n_fft/2 + 1) x featureSize`, float64 (HF orientation). */
   readonly melFilters: Float64Array;

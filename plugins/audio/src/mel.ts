@@ -40,10 +40,15 @@ export interface MelFilterBankOptions {
  * the bank costs about two multiply-adds per FFT bin instead of `numMelFilters` per bin.
  */
 export interface SparseMelFilters {
+  /** Number of filters. */
   numMelFilters: number;
+  /** Number of FFT bins the filters apply to. */
   numFrequencyBins: number;
+  /** Per filter: its first bin. */
   firstBin: Int32Array;
+  /** Per filter j: its weights are `weights[offsets[j] .. offsets[j + 1])`; `numMelFilters + 1` entries. */
   offsets: Int32Array;
+  /** The non-zero weights, rounded to float32, filter after filter. */
   weights: Float64Array;
 }
 

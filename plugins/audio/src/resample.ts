@@ -25,8 +25,9 @@ function gcd(a: number, b: number): number {
 
 /** A precomputed resampling kernel from one rate to another; reusable for any number of signals. */
 export class SincResampler {
-  /** Reduced rates (`orig / gcd`, `new / gcd`). */
+  /** Reduced input rate, `origFreq / gcd`. */
   readonly orig: number;
+  /** Reduced output rate (the number of phases), `newFreq / gcd`. */
   readonly new: number;
   /** torchaudio's `width`: padding on each side, in input samples. */
   readonly width: number;

@@ -37,10 +37,13 @@ export interface WavFormat {
   formatTag: number;
   /** True when the file used `WAVE_FORMAT_EXTENSIBLE`. */
   extensible: boolean;
+  /** Number of interleaved channels. */
   channels: number;
+  /** Sample rate, Hz (> 0). */
   sampleRate: number;
   /** Container bits per sample (8, 16, 24, 32, 64). */
   bitsPerSample: number;
+  /** Bytes per sample frame, `channels * bitsPerSample / 8`. */
   blockAlign: number;
 }
 
