@@ -1,5 +1,5 @@
 // AssemblyScript source of the SIMD kernels of the Whisper log-mel extractor. Compiled by
-// plugins/audio/scripts/build-wasm.mjs into src/internal/logmel-wasm.ts (base64). The JavaScript side
+// scripts/build-wasm.mjs (npm run build:wasm) into src/internal/logmel-wasm.ts (base64). The JavaScript side
 // (src/internal/logmel-kernels.ts) lays out the buffers in this module's memory and runs the FFTs (PFFFT, in its
 // own module) between windowPairs and powerMel. All pointers are byte offsets into this module's memory.
 

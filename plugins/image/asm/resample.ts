@@ -1,5 +1,5 @@
 // AssemblyScript source of the SIMD kernels of the exact (Pillow) resampler. Compiled by
-// plugins/image/scripts/build-wasm.mjs into src/internal/resample-wasm.ts (base64). The JavaScript side
+// scripts/build-wasm.mjs (npm run build:wasm) into src/internal/resample-wasm.ts (base64). The JavaScript side
 // (src/internal/pillow-resample.ts) computes the fixed-point taps and lays out the buffers; these loops only
 // accumulate. Every buffer is read up to 16 bytes past its end: the caller pads them.
 
