@@ -4,10 +4,10 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  BaseModality, ConfigValidationError, createProjector, gelu, ModelLoadError, RegisterModality, ShapeError,
+  BaseModality, ConfigValidationError, createProjector, ModelLoadError, RegisterModality, ShapeError,
 } from '@multimeditron/core';
 import { AudioConfig } from './config.js';
-import { dense, WhisperEncoder } from './encoder.js';
+import { WhisperEncoder } from './encoder.js';
 import { WhisperProcessor } from './processor.js';
 
 /**
@@ -75,28 +75,9 @@ export class AudioModality extends BaseModality<AudioConfig, WhisperProcessor> {
     return tf.mean(tf.reshape(kept, [b, n, s, d]), 2) as tf.Tensor3D;
   }
 
-  /**
-   * The projector's forward pass, with explicit weight transposes for `mlp` and `linear` (the same math as
-   * `Projector.apply`, checked by the tests). Core's `linear()` multiplies with `matMul(x, W, false, true)`,
-   * which tfjs-wasm runs about 9x slower: an `mlp` 512 -> 4096 projector on 1500 tokens took 31.8 s through
-   * `Projector.apply` and 3.6 s here. Other projector types go through `Projector.apply`.
-   */
-  private project(h: tf.Tensor3D): tf.Tensor3D {
-    const w = this.projector.namedWeights();
-    const layer = (i: number, x: tf.Tensor) => dense(x, w.get(`layers.${i}.weight`)!, w.get(`layers.${i}.bias`)!);
-    switch (this.projector.options.type) {
-      case 'mlp':
-        return layer(4, gelu(layer(2, gelu(layer(0, h))))) as tf.Tensor3D;
-      case 'linear':
-        return layer(0, h) as tf.Tensor3D;
-      default:
-        return this.projector.apply(h);
-    }
-  }
-
   protected embedBatch(batch: tf.Tensor): tf.Tensor3D {
     if (batch.rank !== 3) throw new ShapeError(`meditron_whisper expects input_features batches [b, n_mels, frames], got [${batch.shape}]`);
-    return this.project(this.pool(this.encoder.forward(batch).lastHiddenState));
+    return this.projector.apply(this.pool(this.encoder.forward(batch).lastHiddenState));
   }
 
   /** `{ last_hidden_state }` of the encoder for a batch `[b, n_mels, 3000]`; the caller owns it. */
