@@ -8,22 +8,13 @@ import { existsSync, promises as fs } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
+import { mulberry32 } from './seeded-random.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
 const outArg = args.indexOf('--out');
 const OUT = path.resolve(outArg >= 0 ? args[outArg + 1] : path.join(HERE, 'demo'));
 
-function mulberry32(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const clamp = (v) => Math.max(0, Math.min(255, Math.round(v)));
 
 /** Draws an image: `pixel(x, y) -> [r, g, b(, a)]`. */
