@@ -15,6 +15,11 @@ const benches = ['image-preprocess', 'image-forward', 'audio-logmel', 'audio-enc
 const results = {};
 
 function lastJson(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    // several JSON lines: take the last one that parses
+  }
   const lines = text.trim().split('\n').reverse();
   for (const l of lines) {
     try {
@@ -23,11 +28,7 @@ function lastJson(text) {
       // not JSON
     }
   }
-  try {
-    return JSON.parse(text);
-  } catch {
-    return { raw: text.slice(-2000) };
-  }
+  return { raw: text.slice(-2000) };
 }
 
 for (const b of benches) {
