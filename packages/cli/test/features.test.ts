@@ -1,12 +1,15 @@
 import { existsSync, promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { readSafetensors } from '@multimeditron/core';
+import * as tf from '@tensorflow/tfjs-core';
+import { createMultimeditron, readSafetensors, selectBackend } from '@multimeditron/core';
+import { writeNpy } from '../../../examples/plugin-volume/test/helpers.js';
 import { compare, golden, manifest, REPO_ROOT } from '../../../test/helpers/fixtures.js';
 import { runCli } from './helpers.js';
 
 const IMAGE_PLUGIN = path.join(REPO_ROOT, 'plugins', 'image');
 const AUDIO_PLUGIN = path.join(REPO_ROOT, 'plugins', 'audio');
+const VOLUME_PLUGIN = path.join(REPO_ROOT, 'examples', 'plugin-volume');
 
 async function expectedTensors(file: string) {
   return (await readSafetensors(golden('expected', file))).tensors;
@@ -47,10 +50,14 @@ describe('multimeditron features', () => {
 
   test('images: --from-tensors feeds the stored pixel_values to the encoder alone', async () => {
     const out = path.join(dir, 'stored.safetensors');
-    const r = runCli(['features', golden('clip-tiny'), '--from-tensors', golden('expected', 'clip-tiny.safetensors'), '--out', out, '--plugins', IMAGE_PLUGIN]);
+    const cfg = path.join(dir, 'clip-extra.json');
+    await fs.writeFile(cfg, JSON.stringify({ hiddenSize: 24, projectionType: 'linear' }));
+    const r = runCli(['features', golden('clip-tiny'), '--from-tensors', golden('expected', 'clip-tiny.safetensors'), '--out', out,
+      '--plugins', IMAGE_PLUGIN, '--config', cfg, '--embeddings']);
     expect(r.status).toBe(0);
     const { tensors, metadata } = await readSafetensors(out);
     const keys = JSON.parse(metadata['files']!) as string[];
+    expect(tensors.get('0.embeddings')!.shape).toEqual([16, 24]); // 16 patches (CLS dropped) x hiddenSize
     expect(keys.length).toBe(manifest().clip.cases.length);
     const exp = await expectedTensors('clip-tiny.safetensors');
     keys.forEach((k, i) => {
@@ -74,6 +81,49 @@ describe('multimeditron features', () => {
       expect({ name: c.name, ok: f.ok }).toEqual({ name: c.name, ok: true });
       expect(tensors.get(`${i}.last_hidden_state`)!.shape).toEqual([1500, 32]);
     });
+  });
+
+  test('a modality folder written by savePretrained (no encoder checkpoint): --embeddings writes the modality output', async () => {
+    await selectBackend({ backend: 'wasm' });
+    const mm = await createMultimeditron({ plugins: [VOLUME_PLUGIN], backend: false, strict: true });
+    const saved = path.join(dir, 'volume-model');
+    const vol = await mm.modalities.fromPretrained('volume_3d', {
+      hiddenSize: 32, embedDim: 16, volumeSize: [8, 16, 16], patchSize: [2, 4, 4], poolSize: [2, 2, 2], seed: 3,
+    });
+    const values = Float32Array.from({ length: 6 * 10 * 12 }, (_, i) => Math.sin(i * 0.37) * 100 + i * 0.01);
+    const npy = path.join(dir, 'scan.npy');
+    await fs.writeFile(npy, writeNpy(values, [6, 10, 12]));
+    let expected: Float32Array;
+    try {
+      await vol.savePretrained(saved);
+      const before = tf.memory().numTensors;
+      const raw = await mm.loaders.create('fs-volume', { basePath: dir }).load({ type: 'image_3d', value: 'scan.npy' });
+      const [processed] = vol.processor.processAll({ type: 'image_3d', value: raw });
+      const out = vol.forward([processed!.value]);
+      expect(out.shape).toEqual([1, processed!.numEmbeddings, 32]);
+      expected = out.dataSync() as Float32Array;
+      out.dispose();
+      expect(tf.memory().numTensors).toBe(before);
+    } finally {
+      vol.dispose();
+    }
+    const outFile = path.join(dir, 'volume.safetensors');
+    const r = runCli(['features', saved, npy, '--embeddings', '--out', outFile, '--plugins', VOLUME_PLUGIN]);
+    expect(r.stderr).not.toMatch(/error:/);
+    expect(r.status).toBe(0);
+    const { tensors, metadata } = await readSafetensors(outFile);
+    expect(metadata['modality']).toBe('volume_3d');
+    expect(tensors.get('0.pixel_values')!.shape).toEqual([1, 8, 16, 16]);
+    const emb = tensors.get('0.embeddings')!;
+    expect(emb.shape).toEqual([8, 32]);
+    expect(compare(emb.data as Float32Array, expected, 1e-5, 1e-5).ok).toBe(true);
+  });
+
+  test('an encoder checkpoint for a modality without encoderKey is a usage error naming savePretrained', () => {
+    const r = runCli(['features', golden('clip-tiny'), golden('images', 'retina.jpg'), '--modality', 'volume_3d',
+      '--out', path.join(dir, 'y.safetensors'), '--plugins', VOLUME_PLUGIN]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/savePretrained/);
   });
 
   test('a model whose config.json no plugin claims is a usage error (exit 2)', async () => {

@@ -28,7 +28,8 @@ export interface LoaderOptions {
 
 /** Constructor type of a loader class. */
 export interface LoaderClass<L extends BaseModalityLoader = BaseModalityLoader> {
-  new (options?: LoaderOptions): L;
+  // `any`: a subclass may narrow its options type (BaseModalityLoader<Raw, { scale: number }>).
+  new (options?: any): L; // eslint-disable-line @typescript-eslint/no-explicit-any
   /** Optional JSON Schema for the options, validated with defaults on construction. */
   readonly optionsSchema?: JSONSchema;
   readonly name: string;

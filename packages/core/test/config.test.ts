@@ -205,7 +205,7 @@ describe('JSON and config.json round trips', () => {
     expect(syntax.file).toBe(file);
     expect(syntax.message).toMatch(/not valid JSON/);
 
-    const missing = await readJsonFile(path.join(d, 'nope.json')).catch((e) => e);
+    const missing = (await readJsonFile(path.join(d, 'nope.json')).catch((e) => e)) as Error;
     expect(missing).toBeInstanceOf(ModelLoadError);
     expect(missing.message).toMatch(/nope\.json: cannot read/);
 

@@ -2,7 +2,9 @@
  * `multimeditron features <model> <files...> --out <file.safetensors>`: runs loader, processor and encoder on
  * files (or on stored encoder inputs) and writes, for input i, `i.<input name>` (e.g. `i.pixel_values`,
  * `i.input_features`) and every raw encoder output the modality exposes (`i.last_hidden_state`,
- * `i.pooler_output`, ...). The safetensors metadata holds the input names.
+ * `i.pooler_output`, ...), and with `--embeddings` the modality's output `i.embeddings`. `<model>` is an encoder
+ * checkpoint (a folder or hub id whose config.json `model_type` a plugin claims) or a modality folder written by
+ * `savePretrained` (its config.json names the modality). The safetensors metadata holds the input names.
  * @module
  */
 import path from 'node:path';
@@ -22,11 +24,18 @@ export interface FeaturesOptions extends HostOptions {
   fromTensors?: string;
   config?: string;
   batchSize?: string;
+  embeddings?: boolean;
   json?: boolean;
 }
 
 /** Format tag written in the metadata. */
 export const FEATURES_FORMAT = 'multimeditron-features/1';
+
+/** The registered `modelType` named by a folder's config.json when it is a saved modality (savePretrained). */
+async function savedModalityType(mm: Multimeditron, modelDir: string): Promise<string | undefined> {
+  const cfg = (await readJsonFile(path.join(modelDir, 'config.json'))) as { modelType?: unknown };
+  return typeof cfg.modelType === 'string' && mm.modalityRegistry.has(cfg.modelType) ? cfg.modelType : undefined;
+}
 
 /** Picks the registered modality for a model folder from its config.json `model_type`. */
 export async function modalityForModel(mm: Multimeditron, modelDir: string, explicit?: string): Promise<ModalityRegistration> {
@@ -86,14 +95,37 @@ function encodeAll(modality: BaseModality, inputs: HostTensor[][], batchSize: nu
   return out;
 }
 
+/** The modality's output for one input (encoder + projector): its parts' rows concatenated, [rows, hiddenSize]. */
+function embed(modality: BaseModality, parts: HostTensor[]): HostTensor {
+  const t = modality.forward(parts);
+  try {
+    const [n, rows, hidden] = t.shape;
+    return { data: t.dataSync() as Float32Array, shape: [n * rows, hidden] };
+  } finally {
+    t.dispose();
+  }
+}
+
 /** The command's implementation, callable from code. Returns the exit code. */
 export async function runFeatures(model: string, names: string[], opts: FeaturesOptions): Promise<number> {
   const { mm } = await createHost(opts);
   const modelDir = await mm.resolver.resolve(model);
-  const reg = await modalityForModel(mm, modelDir, opts.modality);
   const extra = opts.config ? ((await readJsonFile(opts.config)) as Record<string, unknown>) : {};
-  if (!reg.encoderKey) throw new CliExit(EXIT_USAGE, `modality ${reg.name} does not declare an encoderKey; cannot build it from ${model}`);
-  const modality = await mm.modalities.fromConfig({ modelType: reg.name, ...extra, [reg.encoderKey]: modelDir });
+  const saved = await savedModalityType(mm, modelDir);
+  let reg: ModalityRegistration;
+  let modality: BaseModality;
+  if (saved && !opts.modality) {
+    // a modality folder written by savePretrained: its config.json names the modality
+    reg = mm.modalityRegistry.get(saved);
+    modality = await mm.modalities.fromPretrained(modelDir, extra);
+  } else {
+    reg = await modalityForModel(mm, modelDir, opts.modality);
+    if (!reg.encoderKey) {
+      throw new CliExit(EXIT_USAGE, `modality ${reg.name} declares no encoderKey, so it cannot be built from the encoder checkpoint ${model}; ` +
+        'pass a folder written by savePretrained() instead');
+    }
+    modality = await mm.modalities.fromConfig({ modelType: reg.name, ...extra, [reg.encoderKey]: modelDir });
+  }
   try {
     const inputName = modality.processor.inputName;
     const batchSize = opts.batchSize ? Number(opts.batchSize) : modality.config.maxBatchSize;
@@ -147,6 +179,7 @@ export async function runFeatures(model: string, names: string[], opts: Features
       const i = okIndex[j]!;
       tensors.set(`${i}.${inputName}`, stackParts(inputs[j]!));
       for (const [k, v] of Object.entries(rec)) tensors.set(`${i}.${k}`, v);
+      if (opts.embeddings) tensors.set(`${i}.embeddings`, embed(modality, inputs[j]!));
     });
     await writeSafetensors(path.resolve(opts.out), tensors, {
       format: FEATURES_FORMAT,
@@ -175,6 +208,7 @@ export function registerFeatures(program: Command): void {
     .option('--from-tensors <file>', 'feed stored encoder inputs from this safetensors file; inputs are its keys (default: every *.<input name> key)')
     .option('--config <file>', 'extra modality config fields (JSON), e.g. {"hiddenSize": 4096}')
     .option('--batch-size <n>', 'encoder batch size (default: the config maxBatchSize)')
+    .option('--embeddings', 'also write i.embeddings: the modality output (encoder + projector), [numEmbeddings, hiddenSize]')
     .option('--plugins <list>', 'comma-separated plugin packages or paths (default: discovered)')
     .option('--backend <name>', 'tensorflow | wasm | cpu')
     .option('--json', 'print a JSON summary')
