@@ -15,6 +15,8 @@ import { EXIT_USAGE, exitCodeFor, printError } from './errors.js';
 
 export { createHost, pluginSource, CLI_ROOT, type HostOptions } from './host.js';
 export { CliExit, EXIT_FAILURES, EXIT_OK, EXIT_USAGE } from './errors.js';
+export { runFeatures, FEATURES_FORMAT, type FeaturesOptions } from './commands/features.js';
+export { scaffoldPlugin, ScaffoldError, type ScaffoldOptions, type ScaffoldResult } from './scaffold/index.js';
 
 /** Builds the command tree. */
 export function buildProgram(): Command {
