@@ -70,13 +70,15 @@ function encodeAll(modality: BaseModality, inputs: HostTensor[][], batchSize: nu
   const perPart: Array<Record<string, HostTensor>> = [];
   for (let s = 0; s < flat.length; s += batchSize) {
     const chunk = flat.slice(s, s + batchSize);
-    const outs = tf.tidy(() => {
-      const batch = tf.stack(chunk.map((c) => tf.tensor(c.x.data as Float32Array, c.x.shape, 'float32')));
-      const feats = modality.encodeFeatures(batch);
-      const res: Record<string, { data: Float32Array; shape: number[] }> = {};
-      for (const [k, t] of Object.entries(feats)) res[k] = { data: t.dataSync() as Float32Array, shape: [...t.shape] };
-      return res;
-    });
+    // tidy returns the tensors (not typed arrays: tidy would walk every element looking for tensors)
+    const feats = tf.tidy(() =>
+      modality.encodeFeatures(tf.stack(chunk.map((c) => tf.tensor(c.x.data as Float32Array, c.x.shape, 'float32')))));
+    const outs: Record<string, { data: Float32Array; shape: number[] }> = {};
+    try {
+      for (const [k, t] of Object.entries(feats)) outs[k] = { data: t.dataSync() as Float32Array, shape: [...t.shape] };
+    } finally {
+      tf.dispose(Object.values(feats));
+    }
     for (let j = 0; j < chunk.length; j++) {
       const rec: Record<string, HostTensor> = {};
       for (const [k, v] of Object.entries(outs)) {
