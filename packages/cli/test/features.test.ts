@@ -2,7 +2,7 @@ import { existsSync, promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { createMultimeditron, readSafetensors, selectBackend } from '@multimeditron/core';
+import { createMultimeditron, readSafetensors, selectBackend, writeSafetensors } from '@multimeditron/core';
 import { writeNpy } from '../../../examples/plugin-volume/test/helpers.js';
 import { compare, golden, manifest, REPO_ROOT } from '../../../test/helpers/fixtures.js';
 import { runCli } from './helpers.js';
@@ -65,6 +65,26 @@ describe('multimeditron features', () => {
       const cmp = compare(tensors.get(`${i}.last_hidden_state`)!.data as Float32Array, exp.get(`${name}.last_hidden_state`)!.data as Float32Array, 1e-4, 1e-4);
       expect(cmp.ok).toBe(true);
     });
+  });
+
+  test('--from-tensors: an input of the wrong shape fails alone, the others are written', async () => {
+    const exp = await expectedTensors('clip-tiny.safetensors');
+    const good = exp.get('retina.pixel_values')!;
+    const stored = path.join(dir, 'mixed.safetensors');
+    await writeSafetensors(stored, {
+      'a.pixel_values': { data: good.data as Float32Array, shape: good.shape },
+      'b.pixel_values': { data: new Float32Array(3 * 16 * 16), shape: [3, 16, 16] },
+      'c.pixel_values': { data: good.data as Float32Array, shape: good.shape },
+    });
+    const out = path.join(dir, 'mixed-out.safetensors');
+    const r = runCli(['features', golden('clip-tiny'), '--from-tensors', stored, '--out', out, '--plugins', IMAGE_PLUGIN, '--batch-size', '3']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/error: b\.pixel_values/);
+    const { tensors, metadata } = await readSafetensors(out);
+    expect(Object.keys(JSON.parse(metadata['errors']!))).toEqual(['1']);
+    expect(tensors.has('1.last_hidden_state')).toBe(false);
+    const ref = exp.get('retina.last_hidden_state')!.data as Float32Array;
+    for (const i of [0, 2]) expect(compare(tensors.get(`${i}.last_hidden_state`)!.data as Float32Array, ref, 1e-4, 1e-4).ok).toBe(true);
   });
 
   test('audio: writes i.input_features and i.last_hidden_state matching the references', async () => {

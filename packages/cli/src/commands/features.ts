@@ -11,7 +11,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  MultimeditronError, readJsonFile, SafetensorsCheckpoint, writeSafetensors, type BaseModality,
+  InputError, MultimeditronError, readJsonFile, SafetensorsCheckpoint, writeSafetensors, type BaseModality,
   type HostTensor, type ModalityRegistration, type Multimeditron, type WritableTensor,
 } from '@multimeditron/core';
 import { createHost, type HostOptions } from '../host.js';
@@ -62,39 +62,63 @@ function stackParts(parts: HostTensor[]): HostTensor {
   return { data, shape: [parts.length, ...parts[0]!.shape] };
 }
 
-/** Runs the encoder on inputs in chunks of maxBatchSize and returns per-input host outputs. */
-function encodeAll(modality: BaseModality, inputs: HostTensor[][], batchSize: number): Array<Record<string, HostTensor>> {
+/** Encodes one chunk of same-shaped parts; throws if the encoder rejects them. */
+function encodeChunk(modality: BaseModality, xs: HostTensor[]): Array<Record<string, HostTensor>> {
+  // tidy returns the tensors (not typed arrays: tidy would walk every element looking for tensors)
+  const feats = tf.tidy(() => modality.encodeFeatures(tf.stack(xs.map((x) => tf.tensor(x.data as Float32Array, x.shape, 'float32')))));
+  const outs: Record<string, { data: Float32Array; shape: number[] }> = {};
+  try {
+    for (const [k, t] of Object.entries(feats)) outs[k] = { data: t.dataSync() as Float32Array, shape: [...t.shape] };
+  } finally {
+    tf.dispose(Object.values(feats));
+  }
+  return xs.map((_, j) => {
+    const rec: Record<string, HostTensor> = {};
+    for (const [k, v] of Object.entries(outs)) {
+      const per = v.data.length / v.shape[0]!;
+      rec[k] = { data: v.data.slice(j * per, (j + 1) * per), shape: v.shape.slice(1) };
+    }
+    return rec;
+  });
+}
+
+/** One input's encoder outputs, or why it failed. */
+type Encoded = { ok: true; outputs: Record<string, HostTensor> } | { ok: false; error: unknown };
+
+/**
+ * Runs the encoder on inputs in chunks of `batchSize` and returns per-input host outputs. When a chunk fails
+ * (an input of the wrong shape, say), its parts are retried one by one, so one bad input fails alone.
+ */
+function encodeAll(modality: BaseModality, inputs: HostTensor[][], batchSize: number): Encoded[] {
   // Flatten parts (e.g. 30 s windows) so they batch together, then regroup by input.
   const flat: Array<{ input: number; x: HostTensor }> = [];
   inputs.forEach((parts, i) => parts.forEach((x) => flat.push({ input: i, x })));
-  const perPart: Array<Record<string, HostTensor>> = [];
+  const perPart: Encoded[] = [];
   for (let s = 0; s < flat.length; s += batchSize) {
     const chunk = flat.slice(s, s + batchSize);
-    // tidy returns the tensors (not typed arrays: tidy would walk every element looking for tensors)
-    const feats = tf.tidy(() =>
-      modality.encodeFeatures(tf.stack(chunk.map((c) => tf.tensor(c.x.data as Float32Array, c.x.shape, 'float32')))));
-    const outs: Record<string, { data: Float32Array; shape: number[] }> = {};
     try {
-      for (const [k, t] of Object.entries(feats)) outs[k] = { data: t.dataSync() as Float32Array, shape: [...t.shape] };
-    } finally {
-      tf.dispose(Object.values(feats));
-    }
-    for (let j = 0; j < chunk.length; j++) {
-      const rec: Record<string, HostTensor> = {};
-      for (const [k, v] of Object.entries(outs)) {
-        const per = v.data.length / v.shape[0]!;
-        rec[k] = { data: v.data.slice(j * per, (j + 1) * per), shape: v.shape.slice(1) };
+      perPart.push(...encodeChunk(modality, chunk.map((c) => c.x)).map((outputs): Encoded => ({ ok: true, outputs })));
+    } catch {
+      for (const c of chunk) {
+        try {
+          perPart.push({ ok: true, outputs: encodeChunk(modality, [c.x])[0]! });
+        } catch (error) {
+          perPart.push({ ok: false, error });
+        }
       }
-      perPart.push(rec);
     }
   }
-  const out: Array<Record<string, HostTensor>> = inputs.map(() => ({}));
-  const grouped = new Map<number, Array<Record<string, HostTensor>>>();
+  const grouped = new Map<number, Encoded[]>();
   flat.forEach((f, idx) => grouped.set(f.input, [...(grouped.get(f.input) ?? []), perPart[idx]!]));
-  for (const [i, recs] of grouped) {
-    for (const k of Object.keys(recs[0]!)) out[i]![k] = stackParts(recs.map((r) => r[k]!));
-  }
-  return out;
+  return inputs.map((_, i): Encoded => {
+    const parts = grouped.get(i) ?? [];
+    const failed = parts.find((p) => !p.ok);
+    if (failed) return failed;
+    const ok = parts.map((p) => (p as { outputs: Record<string, HostTensor> }).outputs);
+    const outputs: Record<string, HostTensor> = {};
+    for (const k of Object.keys(ok[0] ?? {})) outputs[k] = stackParts(ok.map((r) => r[k]!));
+    return { ok: true, outputs };
+  });
 }
 
 /** The modality's output for one input (encoder + projector): its parts' rows concatenated, [rows, hiddenSize]. */
@@ -177,11 +201,25 @@ export async function runFeatures(model: string, names: string[], opts: Features
 
     const tensors = new Map<string, WritableTensor>();
     const encoded = inputs.length ? encodeAll(modality, inputs, batchSize) : [];
-    encoded.forEach((rec, j) => {
+    const fail = (i: number, e: unknown) => {
+      const err = e instanceof MultimeditronError ? e : new InputError(labels[i]!, (e as Error)?.message ?? String(e), { cause: e });
+      errors[String(i)] = { code: err.code, message: err.message.startsWith(labels[i]!) ? err.message : `${labels[i]}: ${err.message}` };
+      process.stderr.write(`error: ${errors[String(i)]!.message}\n`);
+    };
+    encoded.forEach((enc, j) => {
       const i = okIndex[j]!;
+      if (!enc.ok) return fail(i, enc.error);
+      let embedded: HostTensor | undefined;
+      if (opts.embeddings) {
+        try {
+          embedded = embed(modality, inputs[j]!);
+        } catch (e) {
+          return fail(i, e);
+        }
+      }
       tensors.set(`${i}.${inputName}`, stackParts(inputs[j]!));
-      for (const [k, v] of Object.entries(rec)) tensors.set(`${i}.${k}`, v);
-      if (opts.embeddings) tensors.set(`${i}.embeddings`, embed(modality, inputs[j]!));
+      for (const [k, v] of Object.entries(enc.outputs)) tensors.set(`${i}.${k}`, v);
+      if (embedded) tensors.set(`${i}.embeddings`, embedded);
     });
     await writeSafetensors(path.resolve(opts.out), tensors, {
       format: FEATURES_FORMAT,
@@ -192,9 +230,10 @@ export async function runFeatures(model: string, names: string[], opts: Features
       errors: JSON.stringify(errors),
     });
     const failed = Object.keys(errors).length;
-    const summary = { out: path.resolve(opts.out), modality: reg.name, inputs: labels.length, ok: okIndex.length, failed, errors };
+    const written = labels.length - failed;
+    const summary = { out: path.resolve(opts.out), modality: reg.name, inputs: labels.length, ok: written, failed, errors };
     if (opts.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
-    else process.stdout.write(`wrote ${okIndex.length} of ${labels.length} inputs to ${summary.out}${failed ? ` (${failed} failed)` : ''}\n`);
+    else process.stdout.write(`wrote ${written} of ${labels.length} inputs to ${summary.out}${failed ? ` (${failed} failed)` : ''}\n`);
     return failed ? EXIT_FAILURES : EXIT_OK;
   } finally {
     modality.dispose();

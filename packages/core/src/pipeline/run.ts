@@ -561,12 +561,14 @@ export async function runEmbedding(options: RunEmbeddingOptions): Promise<Embedd
         aborted = true;
         break;
       }
-      window.push({
-        rec,
-        ...(rec.sample
-          ? { result: activePool.process({ sampleIndex: rec.index, line: rec.line, baseDir: rec.baseDir, modalities: rec.sample.modalities }) }
-          : {}),
-      });
+      const result = rec.sample
+        ? activePool.process({ sampleIndex: rec.index, line: rec.line, baseDir: rec.baseDir, modalities: rec.sample.modalities })
+        : undefined;
+      // A pool that became unusable rejects; the rejection is awaited (and rethrown) when this item's batch is
+      // processed. Mark it handled now so that items waiting in the window do not crash the process as
+      // unhandled rejections before the run's cleanup runs.
+      result?.catch(() => {});
+      window.push({ rec, ...(result ? { result } : {}) });
       for (;;) {
         const n = leadingBatch();
         if (n === window.length || window.length < n + lookahead) break;
