@@ -28,8 +28,15 @@ export class VolumeModality extends BaseModality<VolumeConfig, VolumeProcessor> 
     await this.processor.init(this.ctx);
     const [pd, ph, pw] = c.patchSize;
     const bound = 1 / Math.sqrt(pd * ph * pw);
-    this.patchWeight = tf.variable(tf.randomUniform([c.embedDim, 1, pd, ph, pw], -bound, bound, 'float32', c.seed), false);
-    this.patchBias = tf.variable(tf.randomUniform([c.embedDim], -bound, bound, 'float32', c.seed + 1), false);
+    // tf.variable keeps a reference to its initial tensor's data: dispose the initial tensors.
+    const w0 = tf.randomUniform([c.embedDim, 1, pd, ph, pw], -bound, bound, 'float32', c.seed);
+    const b0 = tf.randomUniform([c.embedDim], -bound, bound, 'float32', c.seed + 1);
+    try {
+      this.patchWeight = tf.variable(w0, false);
+      this.patchBias = tf.variable(b0, false);
+    } finally {
+      tf.dispose([w0, b0]);
+    }
     this.projector = createProjector({ type: c.projectionType, inputDim: c.embedDim, outputDim: c.hiddenSize, seed: c.seed + 2 });
   }
 

@@ -125,3 +125,11 @@ test('seeded weights are reproducible; savePretrained + fromPretrained(dir) roun
     await fs.rm(dir, { recursive: true, force: true });
   }
 });
+
+test('building and disposing a modality leaves no tensor behind (initial weights included)', async () => {
+  const before = tf.memory().numTensors;
+  const m = await mm.modalities.fromConfig({ modelType: 'volume_3d', ...small });
+  expect(tf.memory().numTensors).toBeGreaterThan(before);
+  m.dispose();
+  expect(tf.memory().numTensors).toBe(before);
+});
