@@ -267,7 +267,12 @@ export class ClipVisionEncoder {
    */
   static async load(dir: string, options: ClipLoadOptions = {}): Promise<ClipVisionEncoder> {
     const { config, form } = await readClipVisionConfig(dir);
-    const ckpt = await SafetensorsCheckpoint.open(dir);
+    let ckpt: SafetensorsCheckpoint;
+    try {
+      ckpt = await SafetensorsCheckpoint.open(dir);
+    } catch (e) {
+      throw new ModelLoadError(dir, `cannot open the safetensors checkpoint: ${(e as Error).message}`, undefined, { cause: e });
+    }
     const weights = new Map<string, tf.Variable>();
     try {
       const prefix = ckpt.has('vision_model.embeddings.class_embedding') || !ckpt.has('embeddings.class_embedding') ? 'vision_model.' : '';

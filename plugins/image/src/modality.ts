@@ -5,7 +5,7 @@
  * @module
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { BaseModality, createProjector, MultimeditronError, RegisterModality, shapeSize, ShapeError, type HostTensor } from '@multimeditron/core';
+import { BaseModality, ConfigValidationError, createProjector, MultimeditronError, RegisterModality, shapeSize, ShapeError, type HostTensor } from '@multimeditron/core';
 import { ClipForwardPool, type ClipForwardPoolOptions } from './forward-pool.js';
 import { ClipVisionEncoder, numPatches } from './clip-vision.js';
 import { ImageConfig, IMAGE_MODEL_TYPE } from './config.js';
@@ -44,7 +44,15 @@ export class ImageModality extends BaseModality<ImageConfig, ImageProcessor> {
         outputDim: this.config.hiddenSize,
         pixelShuffleFactor: this.config.pixelShuffleFactor,
       });
-      const tokens = projector.outputTokens(numPatches(encoder.config));
+      let tokens: number;
+      try {
+        tokens = projector.outputTokens(numPatches(encoder.config));
+      } catch (e) {
+        projector.dispose();
+        throw new ConfigValidationError('ImageConfig', [
+          { path: '/pixelShuffleFactor', rule: 'multipleOf', message: (e as Error).message },
+        ], { cause: e });
+      }
       if (tokens !== processor.numEmbeddings) {
         projector.dispose();
         throw new MultimeditronError('E_INTERNAL', `projector gives ${tokens} tokens but the processor announces ${processor.numEmbeddings}`);
