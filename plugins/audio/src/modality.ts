@@ -33,8 +33,9 @@ export class AudioModality extends BaseModality<AudioConfig, WhisperProcessor> {
     const dir = await this.ctx.resolver.resolve(this.config.whisperName);
     this.checkpointDir = dir;
     const encoder = await WhisperEncoder.fromPretrained(dir);
+    let processor: WhisperProcessor | undefined;
     try {
-      const processor = new WhisperProcessor(this.config);
+      processor = new WhisperProcessor(this.config);
       await processor.init(this.ctx);
       const fe = processor.featureExtractor;
       if (fe.featureSize !== encoder.config.numMelBins) {
@@ -56,6 +57,11 @@ export class AudioModality extends BaseModality<AudioConfig, WhisperProcessor> {
       });
     } catch (e) {
       encoder.dispose();
+      try {
+        processor?.featureExtractor.dispose(); // the FFT's WebAssembly buffers, when init got that far
+      } catch {
+        // not initialised: nothing to free
+      }
       throw e;
     }
   }
