@@ -17,6 +17,7 @@
 import { createReadStream, createWriteStream, promises as fs } from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { MultimeditronError } from '../errors.js';
 import { SafetensorsFile } from '../safetensors.js';
@@ -365,6 +366,18 @@ export class ShardWriter {
     const stFile = path.join(this.outDir, `${base}.safetensors`);
     const idxFile = path.join(this.outDir, `${base}.jsonl`);
     const stTmp = `${stFile}.${process.pid}${TMP_SUFFIX}`;
+    try {
+      return await this.finish(stTmp, stFile, idxFile, metadata);
+    } catch (e) {
+      // leave no half-written file behind (the next run would remove them, but a library caller may not rerun)
+      await this.data.close().catch(() => undefined);
+      await this.index.close().catch(() => undefined);
+      await Promise.all([this.dataTmp, this.indexTmp, stTmp].map((f) => fs.rm(f, { force: true })));
+      throw e;
+    }
+  }
+
+  private async finish(stTmp: string, stFile: string, idxFile: string, metadata: Record<string, string>) {
     await this.data.sync();
     await this.data.close();
     await this.index.sync();
@@ -374,9 +387,14 @@ export class ShardWriter {
     const head = Buffer.alloc(8 + Buffer.byteLength(json));
     head.writeBigUInt64LE(BigInt(Buffer.byteLength(json)), 0);
     head.write(json, 8, 'utf8');
-    const out = createWriteStream(stTmp);
-    await new Promise<void>((resolve, reject) => out.write(head, (e) => (e ? reject(e) : resolve())));
-    await pipeline(createReadStream(this.dataTmp, { highWaterMark: 1 << 20 }), out);
+    // header then data through one pipeline, so that every stream error (ENOSPC, EACCES) rejects here
+    await pipeline(
+      Readable.from((async function* (dataTmp: string) {
+        yield head;
+        yield* createReadStream(dataTmp, { highWaterMark: 1 << 20 });
+      })(this.dataTmp)),
+      createWriteStream(stTmp),
+    );
     const fh = await fs.open(stTmp, 'r+');
     try {
       await fh.sync();

@@ -71,6 +71,19 @@ describe('ShardWriter', () => {
     expect(await fs.readdir(dir)).toEqual([]);
   });
 
+  test('a commit that fails removes its temporary files and rethrows', async () => {
+    const w = await ShardWriter.open(dir, 0, {});
+    await w.add({
+      sampleIndex: 0, line: 1, kind: 'text', inputIds: [1], attentionMaskLength: 1, labels: [1], truncated: false,
+      modalities: [{ modalityIndex: 0, type: 'vec', start: 0, end: 1, embedding: emb(1, 2, 0) }],
+    });
+    // a non-empty folder where the shard file should go makes the final rename fail
+    await fs.mkdir(path.join(dir, 'shard-00000.safetensors', 'blocker'), { recursive: true });
+    await expect(w.commit()).rejects.toThrow();
+    expect(await fs.readdir(dir)).toEqual(['shard-00000.safetensors']);
+    await fs.rm(path.join(dir, 'shard-00000.safetensors'), { recursive: true });
+  });
+
   test('a malformed embedding is refused', async () => {
     const w = await ShardWriter.open(dir, 0, {});
     await expect(w.add({
