@@ -72,20 +72,23 @@ export interface CollatorOptions {
   templateVariables?: Record<string, unknown>;
 }
 
+/** JSON Schema of `modalityTokens` (per-type start/end wrapper tokens), shared with the run config. */
+export const MODALITY_TOKENS_SCHEMA: JSONSchema = Object.freeze({
+  type: 'object',
+  additionalProperties: {
+    type: 'object',
+    properties: { start: { type: 'string', minLength: 1 }, end: { type: 'string', minLength: 1 } },
+    additionalProperties: false,
+  },
+});
+
 const OPTIONS_SCHEMA: JSONSchema = {
   type: 'object',
   properties: {
     attachmentToken: { type: 'string', minLength: 1 },
     modalityStartToken: { type: 'string', minLength: 1 },
     modalityEndToken: { type: 'string', minLength: 1 },
-    modalityTokens: {
-      type: 'object',
-      additionalProperties: {
-        type: 'object',
-        properties: { start: { type: 'string', minLength: 1 }, end: { type: 'string', minLength: 1 } },
-        additionalProperties: false,
-      },
-    },
+    modalityTokens: MODALITY_TOKENS_SCHEMA,
     maxLength: { type: 'integer', minimum: 1 },
     paddingSide: { enum: ['right', 'left'], default: 'right' },
     padToMultipleOf: { type: 'integer', minimum: 1 },

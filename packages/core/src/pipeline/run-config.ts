@@ -10,7 +10,7 @@ import { readJsonFile, validateWithSchema, type JSONSchema, type ModalityConfigJ
 import { DEFAULT_ATTACHMENT_TOKEN } from '../constants.js';
 import { ConfigValidationError, MultimeditronError, type ConfigIssue } from '../errors.js';
 import type { Multimeditron } from '../multimeditron.js';
-import type { CollatorOptions } from '../data/collator.js';
+import { MODALITY_TOKENS_SCHEMA, type CollatorOptions } from '../data/collator.js';
 import type { LoaderSpec } from '../data/loading.js';
 
 /**
@@ -148,14 +148,7 @@ export const RUN_CONFIG_SCHEMA: JSONSchema = Object.freeze({
         attachmentToken: { type: 'string', minLength: 1, default: DEFAULT_ATTACHMENT_TOKEN },
         modalityStartToken: { type: 'string', minLength: 1 },
         modalityEndToken: { type: 'string', minLength: 1 },
-        modalityTokens: {
-          type: 'object',
-          additionalProperties: {
-            type: 'object',
-            additionalProperties: false,
-            properties: { start: { type: 'string', minLength: 1 }, end: { type: 'string', minLength: 1 } },
-          },
-        },
+        modalityTokens: MODALITY_TOKENS_SCHEMA,
         chatTemplate: { type: 'string', minLength: 1 },
         addSpecialTokens: { type: 'boolean' },
       },
