@@ -30,3 +30,8 @@ export function compare(actual: ArrayLike<number>, expected: ArrayLike<number>, 
   }
   return { ok, maxAbs, meanAbs: sumAbs / actual.length };
 }
+
+/** Largest |a - b| (Infinity if any difference is NaN). */
+export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  return compare(a, b, Infinity).maxAbs;
+}

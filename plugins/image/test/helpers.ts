@@ -35,12 +35,4 @@ export async function tempDir(prefix = 'mm-image-'): Promise<string> {
 }
 
 /** Max |a - b| over all elements. */
-export function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) throw new Error(`length ${a.length} != ${b.length}`);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i]! - b[i]!);
-    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
-  }
-  return m;
-}
+export { maxAbsDiff as maxAbs } from '../../../test/helpers/fixtures.js';

@@ -102,13 +102,4 @@ export function pixelShuffleRef(x: ArrayLike<number>, b: number, g: number, c: n
   return out;
 }
 
-/** Largest |a - b|. */
-export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) throw new Error(`length ${a.length} != ${b.length}`);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    const d = Math.abs(a[i]! - b[i]!);
-    if (!(d <= m)) m = Number.isNaN(d) ? Infinity : d;
-  }
-  return m;
-}
+export { maxAbsDiff } from '../../../../test/helpers/fixtures.js';
