@@ -31,16 +31,20 @@ export interface FeaturesOptions extends HostOptions {
 /** Format tag written in the metadata. */
 export const FEATURES_FORMAT = 'multimeditron-features/1';
 
+/** A model folder's config.json: `modelType` for a saved modality (savePretrained), `model_type` for HF checkpoints. */
+interface ModelFolderConfig {
+  modelType?: unknown;
+  model_type?: unknown;
+}
+
 /** The registered `modelType` named by a folder's config.json when it is a saved modality (savePretrained). */
-async function savedModalityType(mm: Multimeditron, modelDir: string): Promise<string | undefined> {
-  const cfg = (await readJsonFile(path.join(modelDir, 'config.json'))) as { modelType?: unknown };
+function savedModalityType(mm: Multimeditron, cfg: ModelFolderConfig): string | undefined {
   return typeof cfg.modelType === 'string' && mm.modalityRegistry.has(cfg.modelType) ? cfg.modelType : undefined;
 }
 
 /** Picks the registered modality for a model folder from its config.json `model_type`. */
-export async function modalityForModel(mm: Multimeditron, modelDir: string, explicit?: string): Promise<ModalityRegistration> {
+export function modalityForModel(mm: Multimeditron, modelDir: string, cfg: ModelFolderConfig, explicit?: string): ModalityRegistration {
   if (explicit) return mm.modalityRegistry.get(explicit);
-  const cfg = (await readJsonFile(path.join(modelDir, 'config.json'))) as { model_type?: unknown };
   const type = typeof cfg.model_type === 'string' ? cfg.model_type : undefined;
   const matches = mm.modalityRegistry.all().filter((r) => type !== undefined && r.encoderModelTypes.includes(type));
   if (matches.length !== 1) {
@@ -137,7 +141,8 @@ export async function runFeatures(model: string, names: string[], opts: Features
   const { mm } = await createHost(opts);
   const modelDir = await mm.resolver.resolve(model);
   const extra = opts.config ? ((await readJsonFile(opts.config)) as Record<string, unknown>) : {};
-  const saved = await savedModalityType(mm, modelDir);
+  const folderConfig = (await readJsonFile(path.join(modelDir, 'config.json'))) as ModelFolderConfig;
+  const saved = savedModalityType(mm, folderConfig);
   let reg: ModalityRegistration;
   let modality: BaseModality;
   if (saved && !opts.modality) {
@@ -145,7 +150,7 @@ export async function runFeatures(model: string, names: string[], opts: Features
     reg = mm.modalityRegistry.get(saved);
     modality = await mm.modalities.fromPretrained(modelDir, extra);
   } else {
-    reg = await modalityForModel(mm, modelDir, opts.modality);
+    reg = modalityForModel(mm, modelDir, folderConfig, opts.modality);
     if (!reg.encoderKey) {
       throw new CliExit(EXIT_USAGE, `modality ${reg.name} declares no encoderKey, so it cannot be built from the encoder checkpoint ${model}; ` +
         'pass a folder written by savePretrained() instead');
