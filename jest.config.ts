@@ -10,6 +10,7 @@ const tsJest: [string, Record<string, unknown>] = [
 
 const moduleNameMapper = {
   '^@multimeditron/core$': '<rootDir>/packages/core/src/index.ts',
+  '^@multimeditron/llm$': '<rootDir>/packages/llm/src/index.ts',
   '^@multimeditron/plugin-image$': '<rootDir>/plugins/image/src/index.ts',
   '^@multimeditron/plugin-audio$': '<rootDir>/plugins/audio/src/index.ts',
   '^@multimeditron/cli$': '<rootDir>/packages/cli/src/index.ts',
@@ -31,6 +32,7 @@ function project(name: string, dir: string): Config {
 const config: Config = {
   projects: [
     project('core', 'packages/core'),
+    project('llm', 'packages/llm'),
     project('cli', 'packages/cli'),
     project('plugin-image', 'plugins/image'),
     project('plugin-audio', 'plugins/audio'),

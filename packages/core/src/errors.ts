@@ -83,7 +83,7 @@ export class PluginLoadError extends MultimeditronError {
 /** Two registrations under one name in a registry. */
 export class DuplicateRegistrationError extends MultimeditronError {
   constructor(
-    readonly kind: 'modality' | 'loader',
+    readonly kind: 'modality' | 'loader' | 'language model',
     readonly registrationName: string,
     readonly existingSource: string,
     readonly newSource: string,
@@ -99,7 +99,7 @@ export class DuplicateRegistrationError extends MultimeditronError {
 /** A name was looked up in a registry that does not hold it. */
 export class UnknownRegistrationError extends MultimeditronError {
   constructor(
-    readonly kind: 'modality' | 'loader',
+    readonly kind: 'modality' | 'loader' | 'language model',
     readonly registrationName: string,
     readonly known: string[],
   ) {

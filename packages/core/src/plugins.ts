@@ -27,6 +27,11 @@ export interface PluginManifest {
   modalities?: ModalityClass[];
   /** Classes decorated with `@RegisterLoader`. */
   loaders?: LoaderClass[];
+  /**
+   * Decoder families (classes decorated with `@RegisterLanguageModel` from `@multimeditron/llm`). Core does not
+   * use them; the llm package's registry picks them up.
+   */
+  languageModels?: Array<abstract new (...args: never[]) => unknown>;
 }
 
 /** Declares a plugin manifest (identity function with type checking). */
@@ -165,7 +170,7 @@ function manifestProblem(m: unknown): string | undefined {
   if (o['apiVersion'] !== PLUGIN_API_VERSION) {
     return `manifest apiVersion ${String(o['apiVersion'])} is not supported (this core implements apiVersion ${PLUGIN_API_VERSION})`;
   }
-  for (const k of ['modalities', 'loaders']) {
+  for (const k of ['modalities', 'loaders', 'languageModels']) {
     if (o[k] !== undefined && (!Array.isArray(o[k]) || !(o[k] as unknown[]).every((c) => typeof c === 'function'))) {
       return `manifest.${k} must be an array of classes`;
     }
