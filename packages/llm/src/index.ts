@@ -19,3 +19,4 @@ export * from './generation/config.js';
 export * from './generation/rng.js';
 export * from './generation/processors.js';
 export * from './generation/generate.js';
+export * from './multimeditron.js';

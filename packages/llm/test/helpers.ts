@@ -62,3 +62,45 @@ export async function copyDir(from: string, to: string): Promise<void> {
   await fs.mkdir(to, { recursive: true });
   for (const f of await fs.readdir(from)) await fs.copyFile(path.join(from, f), path.join(to, f));
 }
+
+/** The first-stage clip-tiny checkpoint (vision hidden 64, 32 px, 16 patches). */
+export const CLIP_TINY = path.join(REPO_ROOT, 'test', 'fixtures', 'golden', 'clip-tiny');
+export const IMAGES = path.join(REPO_ROOT, 'test', 'fixtures', 'golden', 'images');
+
+/**
+ * Writes a MultiMeditron checkpoint in the original's layout from the fixtures: llama-tiny as `model.*`,
+ * clip-tiny as `modalities_with_projection.0.feature_extractor.*`, projector-tiny as
+ * `modalities_with_projection.0.projector.N.*` (the short form), the Llama 3 tokenizer files, and config.json.
+ */
+export async function writeTinyCheckpoint(dir: string, options: { projectorForm?: 'short' | 'projection' } = {}): Promise<void> {
+  const { writeSafetensors } = await import('@multimeditron/core');
+  await fs.mkdir(dir, { recursive: true });
+  const tensors = new Map<string, { data: Float32Array; shape: number[]; dtype: 'BF16' | 'F32' }>();
+  for (const [k, t] of (await readSafetensors(path.join(LLAMA_TINY, 'model.safetensors'))).tensors) {
+    tensors.set(`model.${k}`, { data: t.data as Float32Array, shape: t.shape, dtype: 'BF16' });
+  }
+  for (const [k, t] of (await readSafetensors(path.join(CLIP_TINY, 'model.safetensors'))).tensors) {
+    if ((k.startsWith('vision_model.') || k === 'visual_projection.weight') && t.data instanceof Float32Array) {
+      tensors.set(`modalities_with_projection.0.feature_extractor.${k}`, { data: t.data as Float32Array, shape: t.shape, dtype: 'F32' });
+    }
+  }
+  for (const [k, t] of (await readSafetensors(path.join(GOLDEN_LLM, 'projector-tiny.safetensors'))).tensors) {
+    const rest = k.replace(/^projector\./, '');
+    const key = options.projectorForm === 'projection' ? `projector.projection.${rest}` : `projector.${rest}`;
+    tensors.set(`modalities_with_projection.0.${key}`, { data: t.data as Float32Array, shape: t.shape, dtype: 'F32' });
+  }
+  await writeSafetensors(path.join(dir, 'model.safetensors'), tensors, { format: 'pt' });
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) await fs.copyFile(path.join(LLAMA_TOKENIZER_DIR, f), path.join(dir, f));
+  const config = {
+    architectures: ['MultiModalModelForCausalLM'],
+    model_type: 'multimodal',
+    llm_path: LLAMA_TINY,
+    modalities: [{ model_type: 'meditron_clip', modality_type: 'image', clip_name: CLIP_TINY, hidden_size: 64, max_batch_size: 32, projection_type: 'mlp' }],
+    vocab_size: 128256,
+    pad_token_idx: 128004,
+    eos_token_idx: 128009,
+    padding_side: 'left',
+    dtype: 'bfloat16',
+  };
+  await fs.writeFile(path.join(dir, 'config.json'), JSON.stringify(config, null, 2));
+}
