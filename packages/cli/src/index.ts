@@ -9,12 +9,14 @@ import { registerConfig } from './commands/config.js';
 import { registerCreatePlugin } from './commands/create-plugin.js';
 import { registerEmbed } from './commands/embed.js';
 import { registerFeatures } from './commands/features.js';
+import { registerGenerate } from './commands/generate.js';
 import { registerDoctor } from './commands/doctor.js';
 import { registerPlugins } from './commands/plugins.js';
 import { EXIT_USAGE, exitCodeFor, printError } from './errors.js';
 
 export { createHost, pluginSource, CLI_ROOT, type HostOptions } from './host.js';
 export { CliExit, EXIT_FAILURES, EXIT_OK, EXIT_USAGE } from './errors.js';
+export { runGenerate, generationOptionsFromFlags, type GenerateCommandOptions } from './commands/generate.js';
 export { runFeatures, FEATURES_FORMAT, type FeaturesOptions } from './commands/features.js';
 export { scaffoldPlugin, ScaffoldError, type ScaffoldOptions, type ScaffoldResult } from './scaffold/index.js';
 
@@ -31,6 +33,7 @@ export function buildProgram(): Command {
   registerFeatures(program);
   registerCheckDataset(program);
   registerEmbed(program);
+  registerGenerate(program);
   registerCreatePlugin(program);
   return program;
 }

@@ -167,6 +167,8 @@ export class MultiMeditronModel {
     /** The folder the tokenizer came from. */
     readonly tokenizerDir: string | undefined,
     private readonly mm: Multimeditron,
+    /** Where relative paths of the config (llm_path, clip_name, ...) resolve. */
+    readonly sourceDir: string,
   ) {}
 
   /** Whether `dir` holds a MultiMeditron checkpoint (config.json with `model_type` "multimodal"). */
@@ -249,7 +251,7 @@ export class MultiMeditronModel {
       if (checkpoint) await loadModalityWeights(checkpoint, modalities);
       const tokDir = (await TextTokenizer.existsIn(dir)) ? dir : (await TextTokenizer.existsIn(llmDir)) ? llmDir : undefined;
       const tokenizer = tokDir ? await TextTokenizer.fromFolder(tokDir) : undefined;
-      return new MultiMeditronModel(config, llm, modalities, tokenizer, tokDir, mm);
+      return new MultiMeditronModel(config, llm, modalities, tokenizer, tokDir, mm, dir);
     } catch (e) {
       llm.dispose();
       for (const m of modalities) m.dispose();
@@ -446,12 +448,27 @@ export class MultiMeditronModel {
       for (const [k, v] of m.encoderVariables()) tensors.set(`${p}feature_extractor.${k}`, { data: v.dataSync() as Float32Array, shape: [...v.shape], dtype });
       for (const [k, v] of m.projector.namedWeights()) tensors.set(`${p}projector.${projectorKeys(k)[0]}`, { data: v.dataSync() as Float32Array, shape: [...v.shape], dtype });
     });
+    // relative paths in the config were relative to the source folder: rewrite them for the new one
+    const target = path.resolve(dir);
+    const relocate = async (v: unknown): Promise<unknown> => {
+      if (typeof v !== 'string' || path.isAbsolute(v)) return v;
+      const abs = path.resolve(this.sourceDir, v);
+      return (await exists(abs)) ? path.relative(target, abs) || '.' : v;
+    };
+    const modalities = [];
+    for (const [i, m] of this.modalities.entries()) {
+      const original = this.config.modalities[i] ?? {};
+      const entry: Record<string, unknown> = { ...modalityConfigToSnake(m.config.toJSON() as Record<string, unknown>), ...original };
+      for (const k of Object.keys(original)) if (k.endsWith('_name')) entry[k] = await relocate(original[k]);
+      modalities.push(entry);
+    }
     const config: MultiMeditronConfigJSON = {
       ...this.config,
-      modalities: this.modalities.map((m, i) => ({ ...(this.config.modalities[i] ?? {}), ...modalityConfigToSnake(m.config.toJSON() as Record<string, unknown>) })),
+      llm_path: (await relocate(this.config.llm_path)) as string,
+      modalities,
       vocab_size: this.llm.config.vocabSize,
     };
-    await fs.mkdir(path.dirname(path.resolve(dir)), { recursive: true });
+    await fs.mkdir(path.dirname(target), { recursive: true });
     const tmp = `${path.resolve(dir)}.tmp-${process.pid}-${Date.now()}`;
     await fs.mkdir(tmp, { recursive: true });
     try {
