@@ -22,6 +22,7 @@ const exec = promisify(execFile);
 
 const PACKAGES = [
   { name: '@multimeditron/core', dir: 'packages/core' },
+  { name: '@multimeditron/llm', dir: 'packages/llm' },
   { name: '@multimeditron/cli', dir: 'packages/cli' },
   { name: '@multimeditron/plugin-image', dir: 'plugins/image' },
   { name: '@multimeditron/plugin-audio', dir: 'plugins/audio' },
@@ -170,6 +171,8 @@ describe('packed packages in a fresh host app', () => {
       "import { createMultimeditron, InputError, type Multimeditron } from '@multimeditron/core';",
       "import imagePlugin from '@multimeditron/plugin-image';",
       "import audioPlugin from '@multimeditron/plugin-audio';",
+      "import { AutoLanguageModel, type DecoderForCausalLM } from '@multimeditron/llm';",
+      'export const loadLlm: (dir: string) => Promise<DecoderForCausalLM> = (dir) => AutoLanguageModel.fromPretrained(dir);',
       "import volumePlugin, { VolumeConfig } from '@multimeditron-examples/plugin-volume';",
       'export async function start(): Promise<Multimeditron> {',
       '  const mm = await createMultimeditron({ plugins: [imagePlugin, audioPlugin, volumePlugin], strict: true });',
@@ -250,5 +253,14 @@ describe('packed packages in a fresh host app', () => {
       for (let i = 0; i < a.data.length; i++) maxAbs = Math.max(maxAbs, Math.abs(Number(a.data[i]) - Number(b.data[i])));
       expect({ key, ok: maxAbs <= bound }).toEqual({ key, ok: true });
     }
+  });
+
+  test('generate: the packaged CLI answers with the Qwen3 fixture (greedy ids of the reference)', async () => {
+    const qwen = path.join(REPO_ROOT, 'test', 'fixtures', 'golden-llm', 'qwen3-tiny');
+    const r = await timed('generate', () => mm('generate', qwen, '--prompt', 'Radiology reports describe findings, then give an impression.', '--greedy', '--max-new-tokens', '3', '--json', '--backend', 'wasm'));
+    expect(r).toMatchObject({ code: 0 });
+    const want = (await readSafetensors(path.join(REPO_ROOT, 'test', 'fixtures', 'golden-llm', 'expected', 'qwen3-tiny.safetensors'))).tensors;
+    const ids = Array.from(want.get('plain.generated_ids')!.data as BigInt64Array, Number).slice(0, 3);
+    expect(JSON.parse(r.stdout.trim().split('\n').pop()!).ids).toEqual(ids);
   });
 });
