@@ -95,14 +95,24 @@ export interface DecoderClass<D extends DecoderForCausalLM = DecoderForCausalLM>
 /** The `generation_config.json` content (snake_case, as read). */
 export type GenerationConfigJSON = Record<string, unknown>;
 
+/** Checkpoint names of one layer's modules (see {@link DecoderForCausalLM.layerKeys}). */
+export interface LayerKeys {
+  inputNorm: string; postNorm: string;
+  q: string; k: string; v: string; o: string;
+  qNorm: string; kNorm: string;
+  /** Absent for an ungated MLP. */
+  gate?: string;
+  up: string; down: string;
+}
+
 /** One layer's weights, as used by the forward pass. */
-interface LayerWeights {
+export interface LayerWeights {
   inputNorm: tf.Tensor;
   postNorm: tf.Tensor;
   qT: tf.Tensor2D; kT: tf.Tensor2D; vT: tf.Tensor2D; oT: tf.Tensor2D;
   qB?: tf.Tensor; kB?: tf.Tensor; vB?: tf.Tensor; oB?: tf.Tensor;
   qNorm?: tf.Tensor; kNorm?: tf.Tensor;
-  gateT: tf.Tensor2D; upT: tf.Tensor2D; downT: tf.Tensor2D;
+  gateT?: tf.Tensor2D; upT: tf.Tensor2D; downT: tf.Tensor2D;
   gateB?: tf.Tensor; upB?: tf.Tensor; downB?: tf.Tensor;
 }
 
@@ -187,6 +197,25 @@ export class DecoderForCausalLM {
     }
   }
 
+  /**
+   * Checkpoint names of layer i's modules (without `.weight`/`.bias`). A family with other names overrides
+   * this; `gate: undefined` means an ungated MLP (down(act(up(x)))).
+   */
+  protected layerKeys(i: number): LayerKeys {
+    const p = `model.layers.${i}.`;
+    return {
+      inputNorm: `${p}input_layernorm`, postNorm: `${p}post_attention_layernorm`,
+      q: `${p}self_attn.q_proj`, k: `${p}self_attn.k_proj`, v: `${p}self_attn.v_proj`, o: `${p}self_attn.o_proj`,
+      qNorm: `${p}self_attn.q_norm`, kNorm: `${p}self_attn.k_norm`,
+      gate: `${p}mlp.gate_proj`, up: `${p}mlp.up_proj`, down: `${p}mlp.down_proj`,
+    };
+  }
+
+  /** Names of the embedding table, the final norm and the LM head (overridable like {@link layerKeys}). */
+  protected modelKeys(): { embed: string; norm: string; lmHead: string } {
+    return { embed: 'model.embed_tokens.weight', norm: 'model.norm.weight', lmHead: 'lm_head.weight' };
+  }
+
   /** The parameters this family expects, in Hugging Face names and layout. */
   parameterSpecs(): ParameterSpec[] {
     const c = this.config;
@@ -194,44 +223,28 @@ export class DecoderForCausalLM {
     const q = c.numAttentionHeads * c.headDim;
     const kv = c.numKeyValueHeads * c.headDim;
     const I = c.intermediateSize;
-    const specs: ParameterSpec[] = [{ key: 'model.embed_tokens.weight', shape: [c.vocabSize, H], kind: 'tensor' }];
+    const mk = this.modelKeys();
+    const specs: ParameterSpec[] = [{ key: mk.embed, shape: [c.vocabSize, H], kind: 'tensor' }];
+    const lin = (name: string, out: number, inp: number, bias: boolean) => {
+      specs.push({ key: `${name}.weight`, shape: [out, inp], kind: 'linear' });
+      if (bias) specs.push({ key: `${name}.bias`, shape: [out], kind: 'tensor' });
+    };
     for (let i = 0; i < c.numHiddenLayers; i++) {
-      const p = `model.layers.${i}.`;
-      specs.push(
-        { key: `${p}input_layernorm.weight`, shape: [H], kind: 'tensor' },
-        { key: `${p}post_attention_layernorm.weight`, shape: [H], kind: 'tensor' },
-        { key: `${p}self_attn.q_proj.weight`, shape: [q, H], kind: 'linear' },
-        { key: `${p}self_attn.k_proj.weight`, shape: [kv, H], kind: 'linear' },
-        { key: `${p}self_attn.v_proj.weight`, shape: [kv, H], kind: 'linear' },
-        { key: `${p}self_attn.o_proj.weight`, shape: [H, q], kind: 'linear' },
-        { key: `${p}mlp.gate_proj.weight`, shape: [I, H], kind: 'linear' },
-        { key: `${p}mlp.up_proj.weight`, shape: [I, H], kind: 'linear' },
-        { key: `${p}mlp.down_proj.weight`, shape: [H, I], kind: 'linear' },
-      );
-      if (c.attentionBias) {
-        specs.push(
-          { key: `${p}self_attn.q_proj.bias`, shape: [q], kind: 'tensor' },
-          { key: `${p}self_attn.k_proj.bias`, shape: [kv], kind: 'tensor' },
-          { key: `${p}self_attn.v_proj.bias`, shape: [kv], kind: 'tensor' },
-          { key: `${p}self_attn.o_proj.bias`, shape: [H], kind: 'tensor' },
-        );
-      }
-      if (c.mlpBias) {
-        specs.push(
-          { key: `${p}mlp.gate_proj.bias`, shape: [I], kind: 'tensor' },
-          { key: `${p}mlp.up_proj.bias`, shape: [I], kind: 'tensor' },
-          { key: `${p}mlp.down_proj.bias`, shape: [H], kind: 'tensor' },
-        );
-      }
+      const k = this.layerKeys(i);
+      specs.push({ key: `${k.inputNorm}.weight`, shape: [H], kind: 'tensor' }, { key: `${k.postNorm}.weight`, shape: [H], kind: 'tensor' });
+      lin(k.q, q, H, c.attentionBias);
+      lin(k.k, kv, H, c.attentionBias);
+      lin(k.v, kv, H, c.attentionBias);
+      lin(k.o, H, q, c.attentionBias);
+      if (k.gate) lin(k.gate, I, H, c.mlpBias);
+      lin(k.up, I, H, c.mlpBias);
+      lin(k.down, H, I, c.mlpBias);
       if (c.qkNorm) {
-        specs.push(
-          { key: `${p}self_attn.q_norm.weight`, shape: [c.headDim], kind: 'tensor' },
-          { key: `${p}self_attn.k_norm.weight`, shape: [c.headDim], kind: 'tensor' },
-        );
+        specs.push({ key: `${k.qNorm}.weight`, shape: [c.headDim], kind: 'tensor' }, { key: `${k.kNorm}.weight`, shape: [c.headDim], kind: 'tensor' });
       }
     }
-    specs.push({ key: 'model.norm.weight', shape: [H], kind: 'tensor' });
-    if (!c.tieWordEmbeddings) specs.push({ key: 'lm_head.weight', shape: [c.vocabSize, H], kind: 'linear' });
+    specs.push({ key: mk.norm, shape: [H], kind: 'tensor' });
+    if (!c.tieWordEmbeddings) specs.push({ key: mk.lmHead, shape: [c.vocabSize, H], kind: 'linear' });
     return specs;
   }
 
@@ -248,7 +261,7 @@ export class DecoderForCausalLM {
       const key = prefix + s.key;
       if (!checkpoint.has(key)) {
         if (s.optional) continue;
-        const hint = s.key === 'lm_head.weight' ? ' (config.json says tie_word_embeddings: false, so the LM head must be stored)' : '';
+        const hint = s.key === this.modelKeys().lmHead ? ' (config.json says tie_word_embeddings: false, so the LM head must be stored)' : '';
         throw new ModelLoadError(file, `missing from the checkpoint${hint}`, key, {
           suggestions: ['Check that every shard listed in model.safetensors.index.json is present and that config.json belongs to these weights.'],
         });
@@ -291,26 +304,26 @@ export class DecoderForCausalLM {
     };
     this.layerWeights = [];
     for (let i = 0; i < c.numHiddenLayers; i++) {
-      const p = `model.layers.${i}.`;
+      const k = this.layerKeys(i);
       this.layerWeights.push({
-        inputNorm: R(`${p}input_layernorm.weight`),
-        postNorm: R(`${p}post_attention_layernorm.weight`),
-        qT: R(`${p}self_attn.q_proj.weight`) as tf.Tensor2D,
-        kT: R(`${p}self_attn.k_proj.weight`) as tf.Tensor2D,
-        vT: R(`${p}self_attn.v_proj.weight`) as tf.Tensor2D,
-        oT: R(`${p}self_attn.o_proj.weight`) as tf.Tensor2D,
-        gateT: R(`${p}mlp.gate_proj.weight`) as tf.Tensor2D,
-        upT: R(`${p}mlp.up_proj.weight`) as tf.Tensor2D,
-        downT: R(`${p}mlp.down_proj.weight`) as tf.Tensor2D,
-        ...optional('qB', P(`${p}self_attn.q_proj.bias`)),
-        ...optional('kB', P(`${p}self_attn.k_proj.bias`)),
-        ...optional('vB', P(`${p}self_attn.v_proj.bias`)),
-        ...optional('oB', P(`${p}self_attn.o_proj.bias`)),
-        ...optional('qNorm', P(`${p}self_attn.q_norm.weight`)),
-        ...optional('kNorm', P(`${p}self_attn.k_norm.weight`)),
-        ...optional('gateB', P(`${p}mlp.gate_proj.bias`)),
-        ...optional('upB', P(`${p}mlp.up_proj.bias`)),
-        ...optional('downB', P(`${p}mlp.down_proj.bias`)),
+        inputNorm: R(`${k.inputNorm}.weight`),
+        postNorm: R(`${k.postNorm}.weight`),
+        qT: R(`${k.q}.weight`) as tf.Tensor2D,
+        kT: R(`${k.k}.weight`) as tf.Tensor2D,
+        vT: R(`${k.v}.weight`) as tf.Tensor2D,
+        oT: R(`${k.o}.weight`) as tf.Tensor2D,
+        upT: R(`${k.up}.weight`) as tf.Tensor2D,
+        downT: R(`${k.down}.weight`) as tf.Tensor2D,
+        ...(optional('gateT', k.gate ? P(`${k.gate}.weight`) : undefined) as { gateT?: tf.Tensor2D }),
+        ...optional('qB', P(`${k.q}.bias`)),
+        ...optional('kB', P(`${k.k}.bias`)),
+        ...optional('vB', P(`${k.v}.bias`)),
+        ...optional('oB', P(`${k.o}.bias`)),
+        ...optional('qNorm', c.qkNorm ? P(`${k.qNorm}.weight`) : undefined),
+        ...optional('kNorm', c.qkNorm ? P(`${k.kNorm}.weight`) : undefined),
+        ...optional('gateB', k.gate ? P(`${k.gate}.bias`) : undefined),
+        ...optional('upB', P(`${k.up}.bias`)),
+        ...optional('downB', P(`${k.down}.bias`)),
       });
     }
     this.refreshTiedHead();
@@ -324,11 +337,11 @@ export class DecoderForCausalLM {
   refreshTiedHead(): void {
     if (this.tiedHeadOwned) this.lmHeadT?.dispose();
     if (this.config.tieWordEmbeddings) {
-      const embed = this.params.get('model.embed_tokens.weight')!;
+      const embed = this.params.get(this.modelKeys().embed)!;
       this.lmHeadT = tf.tidy(() => tf.transpose(embed) as tf.Tensor2D);
       this.tiedHeadOwned = true;
     } else {
-      this.lmHeadT = this.params.get('lm_head.weight') as tf.Tensor2D;
+      this.lmHeadT = this.params.get(this.modelKeys().lmHead) as tf.Tensor2D;
       this.tiedHeadOwned = false;
     }
   }
@@ -353,7 +366,7 @@ export class DecoderForCausalLM {
 
   /** The token embedding table [vocab, hidden] (a variable owned by the model). */
   get embedTokens(): tf.Variable {
-    const e = this.params.get('model.embed_tokens.weight');
+    const e = this.params.get(this.modelKeys().embed);
     if (!e) throw new ShapeError('the decoder has no weights (disposed, or not loaded)');
     return e;
   }
@@ -436,7 +449,7 @@ export class DecoderForCausalLM {
       for (let i = 0; i < c.numHiddenLayers; i++) {
         x = this.block(i, x, { B, T, attnMask, cos: cosT, sin: sinT, cache });
       }
-      const hidden = rmsNorm(x, this.params.get('model.norm.weight')!, c.rmsNormEps) as tf.Tensor3D;
+      const hidden = rmsNorm(x, this.param(this.modelKeys().norm), c.rmsNormEps) as tf.Tensor3D;
       let logits: tf.Tensor3D | undefined;
       if (keep !== 'none') {
         const n = keep === 'all' ? T : Math.min(Math.max(1, Math.floor(keep)), T);
@@ -517,16 +530,29 @@ export class DecoderForCausalLM {
     return dense(merged, L.oT, L.oB);
   }
 
-  /** The gated MLP of one layer: down(act(gate(x)) * up(x)). */
+  /** The activation of the MLP (`hidden_act`), on [n, intermediate]. Layer i is given for families with per-layer parameters. */
+  protected activation(_i: number, x: tf.Tensor2D): tf.Tensor2D {
+    switch (this.config.hiddenAct) {
+      case 'silu': return tf.mul(x, tf.sigmoid(x));
+      case 'gelu': return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.erf(tf.mul(x, Math.SQRT1_2))));
+      case 'gelu_pytorch_tanh':
+        return tf.mul(tf.mul(x, 0.5), tf.add(1, tf.tanh(tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI)))));
+    }
+  }
+
+  /** The MLP of one layer: down(act(gate(x)) * up(x)), or down(act(up(x))) without a gate. */
   protected mlp(i: number, x: tf.Tensor2D): tf.Tensor2D {
     const L = this.layerWeights[i]!;
-    const gate = dense(x, L.gateT, L.gateB);
-    const act = this.config.hiddenAct === 'silu'
-      ? tf.mul(gate, tf.sigmoid(gate))
-      : this.config.hiddenAct === 'gelu'
-        ? tf.mul(tf.mul(gate, 0.5), tf.add(1, tf.erf(tf.mul(gate, Math.SQRT1_2))))
-        : tf.mul(tf.mul(gate, 0.5), tf.add(1, tf.tanh(tf.mul(tf.add(gate, tf.mul(tf.pow(gate, 3), 0.044715)), Math.sqrt(2 / Math.PI)))));
-    return dense(tf.mul(act, dense(x, L.upT, L.upB)) as tf.Tensor2D, L.downT, L.downB);
+    const up = dense(x, L.upT, L.upB);
+    const h = L.gateT ? tf.mul(this.activation(i, dense(x, L.gateT, L.gateB)), up) : this.activation(i, up);
+    return dense(h as tf.Tensor2D, L.downT, L.downB);
+  }
+
+  /** A loaded parameter by checkpoint key (linear weights transposed); for families' own hooks. */
+  protected param(key: string): tf.Variable {
+    const v = this.params.get(key);
+    if (!v) throw new ShapeError(`parameter ${key} is not loaded`);
+    return v;
   }
 
   // ---- saving, training hooks, disposal -------------------------------------------------------------
