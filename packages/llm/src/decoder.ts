@@ -423,16 +423,14 @@ export class DecoderForCausalLM {
       throw new ShapeError(`position ${maxPos} is beyond max_position_embeddings (${c.maxPositionEmbeddings})`);
     }
 
-    // additive attention mask [B, 1, g*T, past+T]: query t of row b sees key k iff k <= past + t and k is a real token
-    const g = c.numAttentionHeads / c.numKeyValueHeads;
+    // additive attention mask [B, 1, T, past+T]: query t of row b sees key k iff k <= past + t and k is a real token
     const Tk = past + T;
-    const maskData = new Float32Array(B * g * T * Tk);
+    const maskData = new Float32Array(B * T * Tk);
     for (let b = 0; b < B; b++) {
       const valid = [...(cache?.keyMask[b] ?? []), ...mask[b]!];
       for (let t = 0; t < T; t++) {
-        const rowOff = (b * g * T + t) * Tk;
+        const rowOff = (b * T + t) * Tk;
         for (let k = 0; k < Tk; k++) maskData[rowOff + k] = k <= past + t && valid[k] ? 0 : -1e9;
-        for (let j = 1; j < g; j++) maskData.copyWithin(rowOff + j * T * Tk, rowOff, rowOff + Tk);
       }
     }
     const { cos, sin } = ropeTables(this.invFreq, positions.flat());
@@ -443,7 +441,7 @@ export class DecoderForCausalLM {
     const keep = input.logits ?? 'all';
     const out = tf.tidy(() => {
       let x: tf.Tensor3D = input.inputsEmbeds ? input.inputsEmbeds.clone() : this.embed(input.inputIds!);
-      const attnMask = tf.tensor4d(maskData, [B, 1, g * T, Tk]);
+      const attnMask = tf.tensor4d(maskData, [B, 1, T, Tk]);
       const cosT = tf.tensor4d(cosFull, [B, T, 1, D]);
       const sinT = tf.tensor4d(sinFull, [B, T, 1, D]);
       for (let i = 0; i < c.numHiddenLayers; i++) {
@@ -523,7 +521,8 @@ export class DecoderForCausalLM {
     let vh = tf.transpose(v, [0, 2, 1, 3]) as tf.Tensor4D; // [B, nKV, T, D]
     if (ctx.cache) ({ kT, v: vh } = ctx.cache.append(i, kT, vh));
     const Tk = kT.shape[3];
-    const scores = tf.add(tf.reshape(tf.matMul(qh, tf.reshape(kT, [B * nKV, D, Tk]) as tf.Tensor3D), [B, nKV, g * T, Tk]), ctx.attnMask);
+    // [B*nKV, g*T, Tk] is [B, nH, T, Tk]: the [B, 1, T, Tk] mask broadcasts over the heads
+    const scores = tf.add(tf.reshape(tf.matMul(qh, tf.reshape(kT, [B * nKV, D, Tk]) as tf.Tensor3D), [B, nH, T, Tk]), ctx.attnMask);
     const probs = tf.reshape(tf.softmax(scores, -1), [B * nKV, g * T, Tk]) as tf.Tensor3D;
     const o = tf.matMul(probs, tf.reshape(vh, [B * nKV, Tk, D]) as tf.Tensor3D); // [B*nKV, g*T, D] = [B, nH, T, D]
     const merged = tf.reshape(tf.transpose(tf.reshape(o, [B, nH, T, D]), [0, 2, 1, 3]), [B * T, nH * D]) as tf.Tensor2D;
