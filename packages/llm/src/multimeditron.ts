@@ -475,7 +475,7 @@ export class MultiMeditronModel {
       await fs.writeFile(path.join(tmp, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
       await fs.writeFile(path.join(tmp, 'generation_config.json'), `${JSON.stringify(this.llm.generationConfig, null, 2)}\n`);
       if (this.tokenizerDir) {
-        for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'chat_template.jinja']) {
+        for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'chat_template.jinja', 'chat_template.json']) {
           const from = path.join(this.tokenizerDir, f);
           if (await exists(from)) await fs.copyFile(from, path.join(tmp, f));
         }

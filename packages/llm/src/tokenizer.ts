@@ -65,7 +65,11 @@ export class TextTokenizer {
     return fs.access(path.join(dir, 'tokenizer.json')).then(() => true, () => false);
   }
 
-  /** Reads `tokenizer.json`, and `tokenizer_config.json` / `chat_template.jinja` when present. */
+  /**
+   * Reads `tokenizer.json`, and when present `tokenizer_config.json` and the chat template of
+   * `chat_template.jinja` or `chat_template.json` (newer transformers write it there), which win over the
+   * config's `chat_template`.
+   */
   static async fromFolder(dir: string): Promise<TextTokenizer> {
     const tj = path.join(dir, 'tokenizer.json');
     const cfgFile = path.join(dir, 'tokenizer_config.json');
@@ -73,7 +77,13 @@ export class TextTokenizer {
     const json = await readJsonFile(tj);
     const exists = (f: string) => fs.access(f).then(() => true, () => false);
     const config = (await exists(cfgFile)) ? ((await readJsonFile(cfgFile)) as TokenizerConfigJSON) : {};
-    const template = (await exists(jinja)) ? await fs.readFile(jinja, 'utf8') : undefined;
+    const jsonTemplate = path.join(dir, 'chat_template.json');
+    let template = (await exists(jinja)) ? await fs.readFile(jinja, 'utf8') : undefined;
+    if (template === undefined && (await exists(jsonTemplate))) {
+      const t = (await readJsonFile(jsonTemplate)) as { chat_template?: unknown };
+      if (typeof t?.chat_template !== 'string') throw new ModelLoadError(jsonTemplate, 'has no "chat_template" string');
+      template = t.chat_template;
+    }
     let tok: Tokenizer;
     try {
       tok = new Tokenizer(json as object, config);

@@ -96,6 +96,30 @@ describe('generation options', () => {
   });
 });
 
+describe('tokenizer folders', () => {
+  it('a chat_template.json (newer transformers) gives the template when tokenizer_config.json has none', async () => {
+    const { promises: fs } = await import('node:fs');
+    const path = await import('node:path');
+    const { tempDir } = await import('./helpers.js');
+    const dir = await tempDir();
+    try {
+      const cfg = JSON.parse(await fs.readFile(path.join(QWEN3_TINY, 'tokenizer_config.json'), 'utf8'));
+      const template = cfg.chat_template;
+      delete cfg.chat_template;
+      await fs.copyFile(path.join(QWEN3_TINY, 'tokenizer.json'), path.join(dir, 'tokenizer.json'));
+      await fs.writeFile(path.join(dir, 'tokenizer_config.json'), JSON.stringify(cfg));
+      expect((await TextTokenizer.fromFolder(dir)).hasChatTemplate).toBe(false);
+      await fs.writeFile(path.join(dir, 'chat_template.json'), JSON.stringify({ chat_template: template }));
+      const tok = await TextTokenizer.fromFolder(dir);
+      const ref = await TextTokenizer.fromFolder(QWEN3_TINY);
+      const msgs = [{ role: 'user', content: 'hi' }];
+      expect(tok.applyChatTemplate(msgs, { enableThinking: false })).toBe(ref.applyChatTemplate(msgs, { enableThinking: false }));
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('streaming text', () => {
   it('never splits a UTF-8 character across deltas', () => {
     const ids = llamaTok.encode('Fièvre 🙂 漢字', false);
