@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
 const only = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',') : undefined;
-const benches = ['image-preprocess', 'image-forward', 'audio-logmel', 'audio-encoder', 'embed-memory'];
+const benches = ['image-preprocess', 'image-forward', 'audio-logmel', 'audio-encoder', 'embed-memory', 'llm'];
 const results = {};
 
 function lastJson(text) {
@@ -46,5 +46,14 @@ if (!args.includes('--skip-python') && (!only || only.includes('python')) && exi
   const r = spawnSync('/usr/bin/python3', [py], { cwd: repo, encoding: 'utf8', maxBuffer: 64 << 20 });
   results['python-reference'] = r.status === 0 ? lastJson(r.stdout) : { exitCode: r.status, stderr: (r.stderr ?? '').slice(-2000),
     hint: 'apt-get install -y python3-torch python3-pil python3-numpy python3-scipy (see ../shared/bench/README.md)' };
+}
+const pyLlm = path.join(repo, '..', 'shared', 'bench', 'python_llm_reference.py');
+if (!args.includes('--skip-python') && (!only || only.includes('python-llm')) && existsSync(pyLlm)) {
+  for (const shape of ['smollm2-135m', 'llama-1b-4layers']) {
+    process.stderr.write(`bench: python llm reference (${shape})...\n`);
+    const r = spawnSync('/usr/bin/python3', [pyLlm, '--shape', shape], { cwd: repo, encoding: 'utf8', maxBuffer: 64 << 20 });
+    results[`python-llm-reference-${shape}`] = r.status === 0 ? lastJson(r.stdout) : { exitCode: r.status, stderr: (r.stderr ?? '').slice(-2000),
+      hint: 'apt-get install -y python3-torch python3-numpy (see ../shared/bench/README.md)' };
+  }
 }
 process.stdout.write(`${JSON.stringify({ date: new Date().toISOString(), results }, null, 2)}\n`);
