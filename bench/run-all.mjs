@@ -47,13 +47,37 @@ if (!args.includes('--skip-python') && (!only || only.includes('python')) && exi
   results['python-reference'] = r.status === 0 ? lastJson(r.stdout) : { exitCode: r.status, stderr: (r.stderr ?? '').slice(-2000),
     hint: 'apt-get install -y python3-torch python3-pil python3-numpy python3-scipy (see ../shared/bench/README.md)' };
 }
+// The decoder reference, per shape (the shapes of bench/llm.mjs), run through a small wrapper that adds its peak RSS
+// (at the end, and just before its training step, i.e. after prefill + decode) as a last JSON line on stderr.
 const pyLlm = path.join(repo, '..', 'shared', 'bench', 'python_llm_reference.py');
+const PY_RSS = `import builtins, json, resource, runpy, sys
+mark, _imp, depth = {}, builtins.__import__, [0]
+def imp(name, *a, **k):  # patch torch.zeros once the script's own import of torch is done (after its OpenBLAS settings)
+    depth[0] += 1
+    try:
+        m = _imp(name, *a, **k)
+    finally:
+        depth[0] -= 1
+    if name == "torch" and depth[0] == 0 and "zeros" not in mark:
+        mark["zeros"] = m.zeros
+        def zeros(*args, **kw):  # the training step starts with torch.zeros(..., requires_grad=True)
+            if kw.get("requires_grad") and "before" not in mark:
+                mark["before"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            return mark["zeros"](*args, **kw)
+        m.zeros = zeros
+    return m
+builtins.__import__ = imp
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+mb = lambda kb: round(kb * 1024 / 1e6)
+sys.stderr.write(json.dumps({"maxRssMB": mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss), "maxRssBeforeTrainStepMB": mb(mark.get("before", 0))}) + "\\n")`;
 if (!args.includes('--skip-python') && (!only || only.includes('python-llm')) && existsSync(pyLlm)) {
   for (const shape of ['smollm2-135m', 'llama-1b-4layers']) {
     process.stderr.write(`bench: python llm reference (${shape})...\n`);
-    const r = spawnSync('/usr/bin/python3', [pyLlm, '--shape', shape], { cwd: repo, encoding: 'utf8', maxBuffer: 64 << 20 });
-    results[`python-llm-reference-${shape}`] = r.status === 0 ? lastJson(r.stdout) : { exitCode: r.status, stderr: (r.stderr ?? '').slice(-2000),
-      hint: 'apt-get install -y python3-torch python3-numpy (see ../shared/bench/README.md)' };
+    const r = spawnSync('/usr/bin/python3', ['-c', PY_RSS, pyLlm, '--shape', shape], { cwd: repo, encoding: 'utf8', maxBuffer: 64 << 20 });
+    const rss = lastJson((r.stderr ?? '').trim().split('\n').pop() ?? '');
+    results[`python-llm-reference-${shape}`] = r.status === 0 ? { ...lastJson(r.stdout), ...(rss.maxRssMB ? rss : {}) } : {
+      exitCode: r.status, stderr: (r.stderr ?? '').slice(-2000), hint: 'apt-get install -y python3-torch python3-numpy (see ../shared/bench/README.md)' };
   }
 }
 process.stdout.write(`${JSON.stringify({ date: new Date().toISOString(), results }, null, 2)}\n`);
