@@ -105,6 +105,16 @@ export interface LayerKeys {
   up: string; down: string;
 }
 
+/** What a block needs besides its input: sizes, the additive mask [B, 1, T, Tk], the rope tables [B, T, 1, D], the cache. */
+export interface BlockContext {
+  B: number;
+  T: number;
+  attnMask: tf.Tensor4D;
+  cos: tf.Tensor4D;
+  sin: tf.Tensor4D;
+  cache: KVCache | undefined;
+}
+
 /** One layer's weights, as used by the forward pass. */
 export interface LayerWeights {
   inputNorm: tf.Tensor;
@@ -151,7 +161,8 @@ export class DecoderForCausalLM {
   readonly params = new Map<string, tf.Variable>();
   /** `generation_config.json` of the folder ({} when absent). */
   generationConfig: GenerationConfigJSON = {};
-  private layerWeights: LayerWeights[] = [];
+  /** Per-layer view of {@link params} (set when the weights are bound). */
+  protected layerWeights: LayerWeights[] = [];
   private lmHeadT: tf.Tensor2D | undefined;
   private tiedHeadOwned = false;
   private invFreq: Float32Array;
@@ -480,7 +491,7 @@ export class DecoderForCausalLM {
   protected block(
     i: number,
     x: tf.Tensor3D,
-    ctx: { B: number; T: number; attnMask: tf.Tensor4D; cos: tf.Tensor4D; sin: tf.Tensor4D; cache: KVCache | undefined },
+    ctx: BlockContext,
   ): tf.Tensor3D {
     const c = this.config;
     const L = this.layerWeights[i]!;
@@ -497,7 +508,7 @@ export class DecoderForCausalLM {
   protected attention(
     i: number,
     x: tf.Tensor2D,
-    ctx: { B: number; T: number; attnMask: tf.Tensor4D; cos: tf.Tensor4D; sin: tf.Tensor4D; cache: KVCache | undefined },
+    ctx: BlockContext,
   ): tf.Tensor2D {
     const c = this.config;
     const L = this.layerWeights[i]!;
