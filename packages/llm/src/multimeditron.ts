@@ -9,8 +9,9 @@
  *   `modalities_with_projection.<i>.feature_extractor.<encoder keys>` and
  *   `modalities_with_projection.<i>.projector.projection.<N>.{weight,bias}` (`projector.<N>.*` is read too).
  *
- * The decoder's config.json comes from `llm_path`, each encoder's config and preprocessor from its
- * `clip_name` (local folder, Hugging Face cache or hub, through the resolver).
+ * The decoder's config.json comes from `llm_path` (its generation_config.json too, unless the checkpoint folder
+ * has one), each encoder's config and preprocessor from its `clip_name` (local folder, Hugging Face cache or hub,
+ * through the resolver).
  * @module
  */
 import { promises as fs } from 'node:fs';
@@ -22,7 +23,7 @@ import {
   type CollatedBatch, type ModalityInput, type Multimeditron, type WritableTensor,
 } from '@multimeditron/core';
 import { defaultLanguageModelRegistry } from './auto.js';
-import { openCheckpoint, readDecoderConfig, type DecoderForCausalLM } from './decoder.js';
+import { openCheckpoint, readDecoderConfig, readGenerationConfig, type DecoderForCausalLM } from './decoder.js';
 import { GenerationError } from './errors.js';
 import type { GenerationOptions } from './generation/config.js';
 import { generateStream, type FinishReason, type GenerationChunk } from './generation/generate.js';
@@ -247,6 +248,11 @@ export class MultiMeditronModel {
     const modalities: BaseModality[] = [];
     try {
       await llm.loadFolder(llmDir, checkpoint ? { weights: { checkpoint, prefix: LLM_PREFIX } } : {});
+      if (checkpoint) {
+        // the checkpoint's own generation_config.json (savePretrained writes one) wins over llm_path's
+        const own = await readGenerationConfig(dir);
+        if (Object.keys(own).length) llm.generationConfig = own;
+      }
       for (const m of modalityJson) modalities.push(await mm.modalities.fromConfig(m));
       if (checkpoint) await loadModalityWeights(checkpoint, modalities);
       const tokDir = (await TextTokenizer.existsIn(dir)) ? dir : (await TextTokenizer.existsIn(llmDir)) ? llmDir : undefined;

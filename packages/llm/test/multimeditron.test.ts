@@ -166,8 +166,11 @@ describe('MultiMeditron checkpoint (original layout)', () => {
       expect(keys).toContain('modalities_with_projection.0.projector.projection.4.bias');
       expect(keys).toContain('modalities_with_projection.0.feature_extractor.vision_model.embeddings.patch_embedding.weight');
       expect(keys.some((k) => k.includes('layers.0.weight') && k.includes('projector'))).toBe(false);
+      // the checkpoint's own generation_config.json wins over llm_path's
+      await fs.writeFile(path.join(out, 'generation_config.json'), JSON.stringify({ do_sample: false, max_new_tokens: 7 }));
       const again = await MultiMeditronModel.fromPretrained(out, { mm });
       try {
+        expect(again.llm.generationConfig).toEqual({ do_sample: false, max_new_tokens: 7 });
         const req = { text: IMAGE_TEXT, modalities: [{ type: 'image', value: path.join(IMAGES, 'retina.jpg') }] };
         const [p1, p2] = [await model.prepare(req), await again.prepare(req)];
         const [o1, o2] = [model.llm.forward({ inputsEmbeds: p1.inputsEmbeds, logits: 1 }), again.llm.forward({ inputsEmbeds: p2.inputsEmbeds, logits: 1 })];
