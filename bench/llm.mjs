@@ -121,6 +121,7 @@ function decodeByContext(model, lengths) {
       // prefill up to n in chunks of at most 128 tokens (not timed; one long forward would hold every layer's
       // [heads, T, past + T] scores at once, since the forward's tidy keeps all intermediates until it returns)
       for (let at = have; at < n; at += 128) id = step(model, ids(Math.min(128, n - at), model.config.vocabSize, 2 + at), cache);
+      id = step(model, [id], cache); // one untimed step first
       const xs = [];
       for (let i = 0; i < steps; i++) {
         const t = performance.now();
@@ -182,7 +183,8 @@ async function runShape(name) {
     progress('generate', { ms: r.generateMs });
   }
   sample();
-  r.peakRssPrefillDecodeMB = MB(peakRss); // before the context curve, which holds longer caches
+  // peak so far: build, warm-up, the timed prefill/decode runs and generate (not the context curve's longer caches)
+  r.peakRssPrefillDecodeMB = MB(Math.max(peakRss, process.resourceUsage().maxRSS * 1024));
   const lengths = (lengthsArg ?? (name === 'smollm2-135m' ? '64,256,1024' : '')).split(',').filter(Boolean).map(Number).sort((a, b) => a - b);
   if (lengths.length) {
     r.decodeMsPerTokenByContext = decodeByContext(model, lengths);
