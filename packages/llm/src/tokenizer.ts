@@ -8,7 +8,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { Template } from '@huggingface/jinja';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { ModelLoadError, MultimeditronError, readJsonFile, type TokenizerConfigJSON } from '@multimeditron/core';
+import { ModelLoadError, MultimeditronError, readJsonFile, templateFromConfig, tokenString, type TokenizerConfigJSON } from '@multimeditron/core';
 
 /** One chat message. */
 export interface ChatMessage {
@@ -27,12 +27,6 @@ export interface ChatTemplateOptions {
   variables?: Record<string, unknown>;
 }
 
-function tokenString(t: unknown): string | undefined {
-  if (typeof t === 'string') return t;
-  if (t && typeof t === 'object' && typeof (t as { content?: unknown }).content === 'string') return (t as { content: string }).content;
-  return undefined;
-}
-
 /** A tokenizer with its special tokens and chat template. */
 export class TextTokenizer {
   private readonly template: Template | undefined;
@@ -47,13 +41,8 @@ export class TextTokenizer {
     /** Where it was read from (for messages). */
     readonly source = '<tokenizer>',
   ) {
-    const ct = chatTemplate ?? config.chat_template;
-    const source_ = typeof ct === 'string'
-      ? ct
-      : Array.isArray(ct)
-        ? ((ct as Array<{ name?: string; template?: string }>).find((x) => x.name === 'default') ?? (ct as Array<{ template?: string }>)[0])?.template
-        : undefined;
-    this.template = source_ ? new Template(source_) : undefined;
+    const template = chatTemplate ?? templateFromConfig(config.chat_template);
+    this.template = template ? new Template(template) : undefined;
     for (const k of ['bos_token', 'eos_token', 'pad_token', 'unk_token'] as const) {
       const v = tokenString(config[k]);
       if (v !== undefined) this.specialVars[k] = v;

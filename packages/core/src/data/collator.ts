@@ -184,13 +184,15 @@ export interface TokenizerConfigJSON {
   [key: string]: unknown;
 }
 
-function tokenString(t: unknown): string | undefined {
+/** The string of a special-token entry of tokenizer_config.json (`"<s>"` or `{ content: "<s>" }`). */
+export function tokenString(t: unknown): string | undefined {
   if (typeof t === 'string') return t;
   if (t && typeof t === 'object' && typeof (t as { content?: unknown }).content === 'string') return (t as { content: string }).content;
   return undefined;
 }
 
-function templateFromConfig(ct: unknown): string | undefined {
+/** The chat template of a tokenizer_config.json `chat_template` value (a string, or a named list: `default` first). */
+export function templateFromConfig(ct: unknown): string | undefined {
   if (typeof ct === 'string') return ct;
   if (Array.isArray(ct)) {
     const named = ct.filter((x): x is { name: string; template: string } => typeof x?.template === 'string');
