@@ -11,6 +11,7 @@ const tsJest: [string, Record<string, unknown>] = [
 const moduleNameMapper = {
   '^@multimeditron/core$': '<rootDir>/packages/core/src/index.ts',
   '^@multimeditron/llm$': '<rootDir>/packages/llm/src/index.ts',
+  '^@multimeditron/train$': '<rootDir>/packages/train/src/index.ts',
   '^@multimeditron/plugin-image$': '<rootDir>/plugins/image/src/index.ts',
   '^@multimeditron/plugin-audio$': '<rootDir>/plugins/audio/src/index.ts',
   '^@multimeditron/cli$': '<rootDir>/packages/cli/src/index.ts',
@@ -33,6 +34,7 @@ const config: Config = {
   projects: [
     project('core', 'packages/core'),
     project('llm', 'packages/llm'),
+    project('train', 'packages/train'),
     project('cli', 'packages/cli'),
     project('plugin-image', 'plugins/image'),
     project('plugin-audio', 'plugins/audio'),

@@ -18,6 +18,7 @@ export * from './registry.js';
 export * from './plugins.js';
 export * from './auto.js';
 export * from './backend.js';
+export * from './gradients.js';
 export * from './hub.js';
 export * from './safetensors.js';
 export * from './multimeditron.js';

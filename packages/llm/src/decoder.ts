@@ -471,6 +471,19 @@ export class DecoderForCausalLM {
     return { ...out, positionIds: positions };
   }
 
+  /**
+   * Logits of hidden rows [n, hidden] -> [n, vocab], differentiable with respect to the head: a tied head whose
+   * embedding table is trainable is computed from the table itself (so training sees both uses), otherwise the
+   * stored head is used. The caller disposes the result.
+   */
+  headLogits(hidden: tf.Tensor2D): tf.Tensor2D {
+    if (!this.lmHeadT) throw new ShapeError('the decoder has no weights (disposed, or not loaded)');
+    return tf.tidy(() => {
+      if (this.config.tieWordEmbeddings && this.embedTokens.trainable) return tf.matMul(hidden, tf.transpose(this.embedTokens) as tf.Tensor2D);
+      return tf.matMul(hidden, this.lmHeadT!);
+    });
+  }
+
   /** Expands a [n, rotaryDim] table to [n, headDim], filling the non-rotary dims with `fill`. */
   private fullRope(table: Float32Array, r: number, d: number, fill: number): Float32Array {
     if (r === d) return table;
