@@ -10,6 +10,7 @@ import { registerCreatePlugin } from './commands/create-plugin.js';
 import { registerEmbed } from './commands/embed.js';
 import { registerFeatures } from './commands/features.js';
 import { registerGenerate } from './commands/generate.js';
+import { registerTrain } from './commands/train.js';
 import { registerDoctor } from './commands/doctor.js';
 import { registerPlugins } from './commands/plugins.js';
 import { EXIT_USAGE, exitCodeFor, printError } from './errors.js';
@@ -17,6 +18,7 @@ import { EXIT_USAGE, exitCodeFor, printError } from './errors.js';
 export { createHost, pluginSource, CLI_ROOT, type HostOptions } from './host.js';
 export { CliExit, EXIT_FAILURES, EXIT_OK, EXIT_USAGE } from './errors.js';
 export { runGenerate, generationOptionsFromFlags, type GenerateCommandOptions } from './commands/generate.js';
+export { runTrain, runPlot, readLogHistory, renderTrainBar, EXIT_INTERRUPTED, type TrainCommandOptions } from './commands/train.js';
 export { runFeatures, FEATURES_FORMAT, type FeaturesOptions } from './commands/features.js';
 export { scaffoldPlugin, ScaffoldError, type ScaffoldOptions, type ScaffoldResult } from './scaffold/index.js';
 
@@ -34,6 +36,7 @@ export function buildProgram(): Command {
   registerCheckDataset(program);
   registerEmbed(program);
   registerGenerate(program);
+  registerTrain(program);
   registerCreatePlugin(program);
   return program;
 }

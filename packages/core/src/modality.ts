@@ -107,6 +107,44 @@ export abstract class BaseModality<
     });
   }
 
+  /**
+   * The frozen half of {@link embedBatch}, for feature caches: one chunk [b, ...input] -> the projector's input
+   * [b, tokens, features]. A modality whose `embedBatch` is `project(projectorInputBatch(batch))` overrides it (the
+   * built-in image and audio modalities do); the default (undefined) means the modality cannot be split, and a
+   * trainer then runs the whole {@link forward} every time.
+   */
+  protected projectorInputBatch?(batch: tf.Tensor): tf.Tensor3D;
+
+  /** Whether {@link projectorInputs} / {@link project} are available (see {@link projectorInputBatch}). */
+  get canCacheFeatures(): boolean {
+    return typeof this.projectorInputBatch === 'function';
+  }
+
+  /**
+   * The projector inputs of a list of processed inputs (chunked by `maxBatchSize` like {@link forward}):
+   * [n, tokens, features]. With a frozen encoder these do not change during training, so a trainer computes them
+   * once. The caller owns the result. Throws when the modality does not split ({@link canCacheFeatures}).
+   */
+  projectorInputs(inputs: Array<HostTensor | tf.Tensor>): tf.Tensor3D {
+    const projectorInputBatch = this.projectorInputBatch;
+    if (typeof projectorInputBatch !== 'function') throw new ShapeError(`${this.constructor.name} does not split into projectorInputs() and project()`);
+    if (inputs.length === 0) throw new ShapeError('projectorInputs() needs at least one input');
+    const size = this.config.maxBatchSize;
+    return tf.tidy(() => {
+      const outs: tf.Tensor3D[] = [];
+      for (let i = 0; i < inputs.length; i += size) {
+        const chunk = inputs.slice(i, i + size).map((x) => (x instanceof tf.Tensor ? x : toTensor(x)));
+        outs.push(projectorInputBatch.call(this, tf.stack(chunk)));
+      }
+      return outs.length === 1 ? outs[0]! : (tf.concat(outs, 0) as tf.Tensor3D);
+    });
+  }
+
+  /** The trainable half: projector inputs [n, tokens, features] -> embeddings [n, numEmbeddings, hiddenSize]. */
+  project(features: tf.Tensor3D): tf.Tensor3D {
+    return this.projector.apply(features);
+  }
+
   /** Every variable: encoder weights under their checkpoint names, projector weights under `projector.*`. */
   namedVariables(): Map<string, tf.Variable> {
     const out = new Map(this.encoderVariables());

@@ -10,3 +10,7 @@ export * from './loss.js';
 export * from './optim.js';
 export * from './schedule.js';
 export * from './modes.js';
+export * from './config.js';
+export * from './feature-cache.js';
+export * from './trainer.js';
+export { renderTrainingPlotSvg, writeTrainingPlots, type PlotOptions } from './plot.js';

@@ -82,8 +82,13 @@ export class AudioModality extends BaseModality<AudioConfig, WhisperProcessor> {
   }
 
   protected embedBatch(batch: tf.Tensor): tf.Tensor3D {
+    return this.project(this.projectorInputBatch(batch));
+  }
+
+  /** [b, n_mels, frames] -> the pooled encoder states: the projector's input. */
+  protected override projectorInputBatch(batch: tf.Tensor): tf.Tensor3D {
     if (batch.rank !== 3) throw new ShapeError(`meditron_whisper expects input_features batches [b, n_mels, frames], got [${batch.shape}]`);
-    return this.projector.apply(this.pool(this.encoder.forward(batch).lastHiddenState));
+    return this.pool(this.encoder.forward(batch).lastHiddenState);
   }
 
   /** `{ last_hidden_state }` of the encoder for a batch `[b, n_mels, 3000]`; the caller owns it. */

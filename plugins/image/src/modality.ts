@@ -74,10 +74,14 @@ export class ImageModality extends BaseModality<ImageConfig, ImageProcessor> {
 
   /** [b, 3, s, s] -> last_hidden_state[:, 1:, :] -> projector -> [b, numEmbeddings, hiddenSize]. */
   protected embedBatch(batch: tf.Tensor): tf.Tensor3D {
+    return this.project(this.projectorInputBatch(batch));
+  }
+
+  /** [b, 3, s, s] -> last_hidden_state[:, 1:, :] (the patch rows, CLS dropped): the projector's input. */
+  protected override projectorInputBatch(batch: tf.Tensor): tf.Tensor3D {
     const { lastHiddenState } = this.encoder.forward(batch, { pooled: false });
     const [b, n, d] = lastHiddenState.shape;
-    const patches = tf.slice(lastHiddenState, [0, 1, 0], [b, n - 1, d]);
-    return this.projector.apply(patches);
+    return tf.slice(lastHiddenState, [0, 1, 0], [b, n - 1, d]);
   }
 
   /** The tower's weights by Hugging Face checkpoint name (`vision_model.…`, `visual_projection.weight`). */
