@@ -76,6 +76,8 @@ export interface TrainerOptions {
   onStep?: (p: StepProgress) => void;
   /** Called with each `log_history` entry. */
   onLog?: (entry: LogEntry) => void;
+  /** Called when the run resumes from a checkpoint (before the first step). */
+  onResume?: (info: { dir: string; step: number; epoch: number; microStep: number }) => void;
   /** Called after each checkpoint is written. */
   onSave?: (dir: string) => void;
   /** Stops the run at the next step boundary (a checkpoint is saved first). */
@@ -548,6 +550,7 @@ export class Trainer {
       if (resumeFrom) {
         await this.restore(resumeFrom);
         this.logger.info(`resuming from ${resumeFrom} at step ${this.globalStep} (epoch ${this.stream.epoch}, micro-batch ${this.stream.micro_step})`);
+        this.options.onResume?.({ dir: resumeFrom, step: this.globalStep, epoch: this.stream.epoch, microStep: this.stream.micro_step });
       }
       return await this.loop(started);
     } finally {

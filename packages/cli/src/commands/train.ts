@@ -74,6 +74,9 @@ export async function runTrain(opts: TrainCommandOptions, out: ProgressStream = 
           out.write(`${JSON.stringify({ type: 'step', ...p })}\n`);
         }
       },
+      onResume: (r) => {
+        out.write(draw === 'json' ? `${JSON.stringify({ type: 'resume', ...r })}\n` : `resuming from ${r.dir} at step ${r.step}\n`);
+      },
       onSave: (dir) => {
         if (draw === 'json') out.write(`${JSON.stringify({ type: 'checkpoint', dir })}\n`);
       },
