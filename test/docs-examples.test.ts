@@ -60,6 +60,7 @@ const docFiles = [
 const PATHS: Record<string, string[]> = {
   '@multimeditron/core': ['packages/core/src/index.ts'],
   '@multimeditron/llm': ['packages/llm/src/index.ts'],
+  '@multimeditron/train': ['packages/train/src/index.ts'],
   '@multimeditron/cli': ['packages/cli/src/index.ts'],
   '@multimeditron/plugin-image': ['plugins/image/src/index.ts'],
   '@multimeditron/plugin-audio': ['plugins/audio/src/index.ts'],

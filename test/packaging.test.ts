@@ -23,6 +23,7 @@ const exec = promisify(execFile);
 const PACKAGES = [
   { name: '@multimeditron/core', dir: 'packages/core' },
   { name: '@multimeditron/llm', dir: 'packages/llm' },
+  { name: '@multimeditron/train', dir: 'packages/train' },
   { name: '@multimeditron/cli', dir: 'packages/cli' },
   { name: '@multimeditron/plugin-image', dir: 'plugins/image' },
   { name: '@multimeditron/plugin-audio', dir: 'plugins/audio' },
@@ -196,6 +197,28 @@ describe('packed packages in a fresh host app', () => {
     const tsc = await exec(process.execPath, [path.join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], { cwd: host, env: childEnv() })
       .then(() => '', (e: { stdout?: string }) => e.stdout ?? String(e));
     expect(tsc).toBe('');
+  });
+
+  test('gradients under plain Node: the packaged ensureGradients() makes tf.variableGrads work on wasm', async () => {
+    await fs.writeFile(path.join(host, 'grad.mjs'), [
+      "import * as tf from '@tensorflow/tfjs-core';",
+      "import { selectBackend, ensureGradients } from '@multimeditron/core';",
+      "import { crossEntropy } from '@multimeditron/train';",
+      "await selectBackend({ backend: 'wasm' });",
+      'const setup = ensureGradients();',
+      'const w = tf.variable(tf.tensor2d([[0.5, -1, 2], [1, 0, -0.5]]));',
+      'const x = tf.tensor2d([[1, 2], [3, -1]]);',
+      // a gather (UnsortedSegmentSum in its gradient, which wasm lacks) and the loss
+      'const { value, grads } = tf.variableGrads(() => crossEntropy(tf.gather(tf.matMul(x, w), [1, 0]), Int32Array.from([2, 0])));',
+      'console.log(JSON.stringify({ source: setup.source.endsWith("tfjs-gradients.cjs"), fallbacks: setup.fallbacks, loss: value.dataSync()[0], grad: Array.from(grads[w.name].dataSync()) }));',
+    ].join('\n'));
+    const { stdout } = await exec(process.execPath, ['grad.mjs'], { cwd: host, env: childEnv() });
+    const r = JSON.parse(stdout.trim().split('\n').pop()!);
+    expect(r.source).toBe(true);
+    expect(r.fallbacks).toEqual(['UnsortedSegmentSum']);
+    expect(Number.isFinite(r.loss)).toBe(true);
+    expect(r.grad).toHaveLength(6);
+    expect(r.grad.some((g: number) => g !== 0)).toBe(true);
   });
 
   test('doctor --json: the plugins are discovered from the dependencies, no duplicates, ok', async () => {
