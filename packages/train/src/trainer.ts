@@ -117,6 +117,7 @@ export const OPTIMIZER_STATE_FILE = 'optimizer.json';
 export const SCHEDULER_FILE = 'scheduler.json';
 export const TRAINING_CONFIG_FILE = 'training_config.json';
 const CHECKPOINT_RE = /^checkpoint-(\d+)$/;
+const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'chat_template.jinja', 'chat_template.json'];
 
 interface DataRecord {
   index: number;
@@ -210,6 +211,8 @@ export class Trainer {
   private saveEvery = 0;
   private logEvery = 0;
   private tokensPerPart = new Map<string, number>();
+  /** Where the tokenizer files come from (base_llm's, else the model's). */
+  private tokenizerDir: string | undefined;
   private readonly logger: Logger;
 
   constructor(readonly config: TrainConfig, private readonly options: TrainerOptions = {}) {
@@ -270,10 +273,18 @@ export class Trainer {
       this.model.dispose();
       throw new ConfigValidationError(config.source, [{ path: '/token_size', rule: 'const', message: `${config.token_size} is not the LLM's hidden_size (${hidden})` }]);
     }
-    if (!this.model.tokenizerDir) {
-      throw new TrainingError('E_TOKENIZER', `no tokenizer.json in ${from ?? config.base_llm}: training needs the LLM's tokenizer files`);
+    // base_llm's tokenizer is the one used (the original's rule); the checkpoint's own is the fallback
+    let llmDir: string | undefined;
+    try {
+      llmDir = await this.mm.resolver.resolve(config.base_llm);
+    } catch {
+      llmDir = undefined;
     }
-    this.collator = await Collator.fromFolder(this.model.tokenizerDir, {
+    this.tokenizerDir = llmDir && (await exists(path.join(llmDir, 'tokenizer.json'))) ? llmDir : this.model.tokenizerDir;
+    if (!this.tokenizerDir) {
+      throw new TrainingError('E_TOKENIZER', `no tokenizer.json in base_llm (${config.base_llm}) nor in ${from ?? 'the model'}: training needs the LLM's tokenizer files`);
+    }
+    this.collator = await Collator.fromFolder(this.tokenizerDir, {
       attachmentToken: config.attachment_token,
       paddingSide: 'right',
       ...(config.truncation && config.max_sequence_length ? { maxLength: config.max_sequence_length } : {}),
@@ -467,6 +478,11 @@ export class Trainer {
     await fs.rm(tmp, { recursive: true, force: true });
     if (this.model.llm.config.tieWordEmbeddings && this.model.llm.embedTokens.trainable) this.model.llm.refreshTiedHead();
     await this.model.savePretrained(tmp);
+    // the tokenizer the run used travels with the checkpoint
+    for (const f of TOKENIZER_FILES) {
+      const from = this.tokenizerDir ? path.join(this.tokenizerDir, f) : undefined;
+      if (from && !(await exists(path.join(tmp, f))) && (await exists(from))) await fs.copyFile(from, path.join(tmp, f));
+    }
     const state = this.optimizer.getState();
     await writeSafetensors(path.join(tmp, OPTIMIZER_FILE), state.tensors, { format: 'multimeditron' });
     await writeJson(path.join(tmp, OPTIMIZER_STATE_FILE), { kind: state.kind, step: state.step, hyper: state.hyper });

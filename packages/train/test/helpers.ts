@@ -74,7 +74,7 @@ export function baseConfig(ckpt: string, data: string, outputDir: string, args: 
 
 /** Starts the built CLI; the caller waits for it. */
 export function startCli(args: string[]): { child: ChildProcess; done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> } {
-  const env = { ...process.env, MULTIMEDITRON_BACKEND: 'wasm' };
+  const env: NodeJS.ProcessEnv = { ...process.env, MULTIMEDITRON_BACKEND: 'wasm' };
   delete env['NODE_OPTIONS'];
   const child = spawn(process.execPath, [CLI_BIN, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';

@@ -5,7 +5,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { createMultimeditron, readSafetensors, type Multimeditron } from '@multimeditron/core';
 import { MultiMeditronModel } from '@multimeditron/llm';
 import { applyTrainingMode, parseTrainConfig, train, TrainingError, TRAINING_MODES } from '@multimeditron/train';
-import { expectClose, expected, tempDir } from '../../llm/test/helpers.js';
+import { expectClose, expected, LLAMA_TOKENIZER_DIR, tempDir } from '../../llm/test/helpers.js';
 import { baseConfig, dataset, GOLDEN_SAMPLE, tinyCheckpoint } from './helpers.js';
 
 let mm: Multimeditron;
@@ -118,6 +118,19 @@ describe('a short run', () => {
     // frozen encoder: computed once per sample, then cached
     expect(r.featureCache.misses).toBe(2);
     expect(r.featureCache.hits).toBe(4);
+  });
+
+  it("uses base_llm's tokenizer when the checkpoint has none, and saves it with the checkpoint", async () => {
+    const bare = path.join(await tempDir('mm-train-bare-'), 'bare');
+    await fs.mkdir(bare);
+    for (const f of await fs.readdir(ckpt)) if (!f.startsWith('tokenizer') && f !== 'chat_template.jinja') await fs.copyFile(path.join(ckpt, f), path.join(bare, f));
+    const data = await dataset([GOLDEN_SAMPLE]);
+    const out = await tempDir('mm-train-out-');
+    const config = parseTrainConfig({ ...baseConfig(bare, data, out, { max_steps: 1, save_steps: 1 }), base_llm: LLAMA_TOKENIZER_DIR });
+    const r = await train(config, { mm, logger: quiet, plots: false });
+    expect(r.globalStep).toBe(1);
+    const files = await fs.readdir(path.join(out, 'checkpoint-1'));
+    expect(files).toEqual(expect.arrayContaining(['tokenizer.json', 'tokenizer_config.json']));
   });
 
   it('stops on a non-finite loss with a TrainingError and keeps the last good checkpoint', async () => {
