@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
 const only = args.includes('--only') ? args[args.indexOf('--only') + 1].split(',') : undefined;
-const benches = ['image-preprocess', 'image-forward', 'audio-logmel', 'audio-encoder', 'embed-memory', 'llm'];
+const benches = ['image-preprocess', 'image-forward', 'audio-logmel', 'audio-encoder', 'embed-memory', 'llm', 'train'];
 const results = {};
 
 function lastJson(text) {
@@ -79,5 +79,28 @@ if (!args.includes('--skip-python') && (!only || only.includes('python-llm')) &&
     results[`python-llm-reference-${shape}`] = r.status === 0 ? { ...lastJson(r.stdout), ...(rss.maxRssMB ? rss : {}) } : {
       exitCode: r.status, stderr: (r.stderr ?? '').slice(-2000), hint: 'apt-get install -y python3-torch python3-numpy (see ../shared/bench/README.md)' };
   }
+}
+// The training step of the same reference at the other sequence lengths bench/train.mjs measures (its default run at
+// 256 is above), then our training steps against it: python_llm_reference.py has one training step (the ALIGNMENT
+// work: forward + backward w.r.t. 64 input rows), so END2END is compared to that same number.
+const train = results.train?.result?.summary;
+if (train && !args.includes('--skip-python') && (!only || only.includes('python-llm')) && existsSync(pyLlm)) {
+  const torchAt = { 256: results['python-llm-reference-smollm2-135m']?.train_step_tokens_per_s };
+  for (const seq of train.seqs ?? []) {
+    if (seq === 256) continue;
+    process.stderr.write(`bench: python llm reference (smollm2-135m, prompt ${seq})...\n`);
+    const r = spawnSync('/usr/bin/python3', ['-c', PY_RSS, pyLlm, '--shape', 'smollm2-135m', '--prompt', String(seq)], { cwd: repo, encoding: 'utf8', maxBuffer: 64 << 20 });
+    const rss = lastJson((r.stderr ?? '').trim().split('\n').pop() ?? '');
+    const key = `python-llm-reference-smollm2-135m-prompt${seq}`;
+    results[key] = r.status === 0 ? { ...lastJson(r.stdout), ...(rss.maxRssMB ? rss : {}) } : { exitCode: r.status, stderr: (r.stderr ?? '').slice(-2000) };
+    torchAt[seq] = results[key].train_step_tokens_per_s;
+  }
+  const vs = {};
+  for (const [k, c] of Object.entries(train.cases ?? {})) {
+    const torch = torchAt[Number(k.split('@')[1])];
+    vs[k] = { ours: c.tokensPerSecond ?? null, torch: torch ?? null, ratio: c.tokensPerSecond && torch ? +(c.tokensPerSecond / torch).toFixed(3) : null,
+      target: '1.0x torch', met: c.tokensPerSecond && torch ? c.tokensPerSecond >= torch : false, ...(c.failed ? { failure: c.failure } : {}) };
+  }
+  results['train-vs-torch'] = vs;
 }
 process.stdout.write(`${JSON.stringify({ date: new Date().toISOString(), results }, null, 2)}\n`);

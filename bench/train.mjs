@@ -39,7 +39,7 @@ const seqs = opt('seq', '256,128').split(',').map(Number); // the parent runs ev
 const seq = seqs[0];
 const rounds = Number(opt('rounds', '1'));
 const timeoutS = Number(opt('timeout', '300'));
-const maxRssMB = Number(opt('max-rss', '8000'));
+const maxRssMB = Number(opt('max-rss', '6000'));
 const withPython = args.includes('--python');
 const withProfile = args.includes('--profile');
 const backend = opt('backend', process.env.MULTIMEDITRON_BACKEND?.trim().toLowerCase() || 'wasm');
@@ -392,7 +392,7 @@ if (args.includes('--child')) {
       ...(tps && ref ? { vsTorch: +(tps / ref).toFixed(3), targetMet: tps >= ref } : {}),
     };
   }
-  process.stdout.write(`${JSON.stringify({ summary }, null, 2)}\n`);
+  process.stdout.write(`${JSON.stringify({ summary })}\n`); // one line, last: bench/run-all.mjs reads the last JSON line
   const pad = (v, n) => String(v ?? '-').padEnd(n);
   const lines = [`${pad('case@seq', 22)}${pad('tokens/s', 10)}${pad('step ms', 9)}${pad('cold ms', 9)}${pad('peak RSS MB', 13)}${pad('vs torch', 10)}`];
   for (const [n, c] of Object.entries(summary.cases)) {
