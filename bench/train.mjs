@@ -1,19 +1,23 @@
-// Training speed on the wasm backend, for a random-weight Llama decoder of the SmolLM2-135M shape at sequence length
-// 256, measured against the training step of ../shared/bench/python_llm_reference.py (64 trainable 'projected' input
-// rows + the token embeddings of the other 192 positions, forward over 256 positions, cross-entropy over the 255
-// next-token targets through the full vocabulary head, backward w.r.t. the rows only). Cases, each in its own child
-// process (own wasm heap, own peak RSS; a case that runs out of memory or time is reported, not fatal):
+// Training speed on the wasm backend, for a random-weight Llama decoder of the SmolLM2-135M shape, measured against
+// the training step of ../shared/bench/python_llm_reference.py (64 trainable 'projected' input rows + the token
+// embeddings of the other positions, forward over the sequence, cross-entropy over every next-token target through
+// the full vocabulary head, backward w.r.t. the rows only). Cases, each in its own child process (own wasm heap, own
+// peak RSS; a case that runs out of memory or time is reported with the stage it reached, not fatal):
 //   alignment         ALIGNMENT step: the work of the Python reference (decoder frozen, gradient w.r.t. the rows)
 //   alignment-last32  the same with the loss on the last 32 positions only (an instruction sample, short answer)
 //   end2end           END2END step: decoder trainable too (all its parameters) + the rows; forward + backward,
 //                     clipGradNorm(1.0) and one AdamW step (decayGroups, weight decay 0.01)
-// Each case: one untimed warm-up step, then --runs timed steps; tokens/s = 256 / median step time. Also prints the
-// cold (first) step, tf.memory().numTensors after every step (must be constant), the wasm heap and the peak RSS.
-// --profile adds a tf.profile of one ALIGNMENT step and of its forward alone (top kernels, matmuls by shape).
-// --python runs the Python reference's training step after each round (--rounds N alternates ours and torch).
-// Prints one JSON object per case (stderr: progress), then a JSON summary and a table.
-// Usage: node bench/train.mjs [--cases alignment,alignment-last32,end2end] [--runs 3] [--seq 256] [--rounds 1]
-//          [--python] [--profile] [--timeout 300] [--backend wasm|cpu]   (default backend: $MULTIMEDITRON_BACKEND or wasm)
+// at each --seq length (default 256, the target, and 128: at 256 the ALIGNMENT step does not fit the 4 GB wasm32
+// heap). Each case: one untimed warm-up step (reported as the cold step), then --runs timed steps; tokens/s = seq /
+// median step time; tf.memory().numTensors after every step (must be constant), the wasm heap and the peak RSS.
+// A child is killed after --timeout s or above --max-rss MB (the CPU fallback of UnsortedSegmentSum, the gradient
+// of the embedding gather, allocates without bound on the host). --profile adds a tf.profile of one ALIGNMENT step
+// and of its forward alone (top kernels, matmuls by shape). --python runs the Python reference at each length
+// after our cases, every round (--rounds N alternates ours and torch in one sitting).
+// Prints one JSON line per case (and per Python run), then one summary line (stdout), and a table (stderr).
+// Usage: node bench/train.mjs [--cases alignment,alignment-last32,end2end] [--seq 256,128] [--runs 3] [--rounds 1]
+//          [--python] [--profile] [--timeout 300] [--max-rss 6000] [--backend wasm|cpu]
+//          (default backend: $MULTIMEDITRON_BACKEND, else wasm)
 // Imports the built packages (npx tsc -b first).
 import 'reflect-metadata';
 import { spawn, spawnSync } from 'node:child_process';
@@ -125,6 +129,8 @@ async function runCase(name) {
   r.trainableParams = vars.reduce((n, v) => n + v.size, 0);
   const optimizer = end2end ? new AdamW(decayGroups(named, 0.01)) : undefined;
 
+  let stepsDone = 0;
+  const mark = (stage) => { if (stepsDone === 0) progress(stage); }; // where the first step is (a failure names it)
   /** One training step; returns its parts in ms (the gradients are read back, so the work is finished). */
   const step = () => {
     const ts = performance.now();
@@ -141,16 +147,19 @@ async function runCase(name) {
       tf.dispose(grads);
     } else {
       gradMs = performance.now() - ts;
+      mark('end2end: forward + backward done');
       const byName = new Map(named.map((p) => [p.name, grads[p.variable.name] ?? tf.zerosLike(p.variable)]));
       const to = performance.now();
       const clipped = clipGradNorm(byName, 1.0);
+      mark('end2end: clipGradNorm done');
       optimizer.step(clipped.grads, 1e-5);
       for (const g of clipped.grads.values()) g.dispose();
-      rows.dataSync(); // the last assigned variable: the update is done
+      rows.dataSync(); // wasm kernels run synchronously: after this read the update is done
       optMs = performance.now() - to;
       gradNorm = clipped.norm;
     }
     sample();
+    stepsDone++;
     return { ms: performance.now() - ts, gradMs, optMs, loss, gradNorm };
   };
 
@@ -199,12 +208,11 @@ function matmulLabel(k) {
   const [br, bc] = b.slice(-2);
   const [om, on] = o.slice(-2);
   const batch = a.length > 2 ? a.slice(0, -2).reduce((x, y) => x * y, 1) : 1;
-  let kind = '?';
-  let kk = 0;
-  if (ar === om && ac === br && bc === on) [kind, kk] = ['NN', ac];
-  else if (ar === om && ac === bc && br === on) [kind, kk] = ['NT', ac];
-  else if (ac === om && ar === br && bc === on) [kind, kk] = ['TN', ar];
-  else if (ac === om && ar === bc && br === on) [kind, kk] = ['TT', ar];
+  // the transpose flags are not in the profile: every layout the shapes allow is named (square b: 'NN|NT')
+  const fits = [['NN', ar === om && ac === br && bc === on, ac], ['NT', ar === om && ac === bc && br === on, ac],
+    ['TN', ac === om && ar === br && bc === on, ar], ['TT', ac === om && ar === bc && br === on, ar]].filter((f) => f[1]);
+  const kind = fits.map((f) => f[0]).join('|') || '?';
+  const kk = fits[0]?.[2] ?? 0;
   return { label: `BatchMatMul ${kind} ${batch > 1 ? `${batch}x ` : ''}[${om}x${kk}]x[${kk}x${on}]`, flops: 2 * batch * om * on * kk };
 }
 
@@ -328,7 +336,7 @@ async function runChild(name, length) {
     // the child died (out of wasm memory), or was killed: report how far it got
     const stages = stderrLines.filter((l) => l.startsWith('{"stage"')).map((l) => JSON.parse(l));
     r = { case: name, seq: length, failed: true, exitCode: code, signal, killed, watchedPeakRssMB: watchedPeakMB,
-      lastStage: stages.at(-1) ?? null, error: stderrLines.filter((l) => !l.startsWith('{"stage"') && !/^\s+at /.test(l)).slice(-4).join('\n').slice(0, 1000) };
+      stages: stages.map((st) => st.stage), lastStage: stages.at(-1) ?? null, error: stderrLines.filter((l) => !l.startsWith('{"stage"') && !/^\s+at /.test(l)).slice(-4).join('\n').slice(0, 1000) };
   }
   r.seconds = (Date.now() - t0) / 1000;
   return r;
