@@ -121,6 +121,8 @@ async function runCase(name) {
   r.scoredTokens = targets.rows.length;
   const end2end = name === 'end2end';
   model.setTrainable(end2end);
+  // as the trainer does: projections whose backward stays on the fast (untransposed) products; --plain-matmul: tfjs' own
+  model.training = !process.argv.includes('--plain-matmul');
   // the 'projected' rows: small random values (a projector's output). The Python reference starts from zeros, which
   // stay exactly zero through every layer, so its gradient w.r.t. them is 316^60 * 0 = NaN (same work, same time).
   const rows = tf.variable(tf.randomNormal([ROWS, H], 0, 0.02, 'float32', 7), true, 'projected_rows');
@@ -310,7 +312,7 @@ function rssOf(pid) {
  */
 async function runChild(name, length) {
   const self = fileURLToPath(import.meta.url);
-  const passOn = ['--runs', String(runs), '--seq', String(length), '--backend', backend, ...(withProfile ? ['--profile'] : [])];
+  const passOn = ['--runs', String(runs), '--seq', String(length), '--backend', backend, ...(withProfile ? ['--profile'] : []), ...(process.argv.includes('--plain-matmul') ? ['--plain-matmul'] : [])];
   const t0 = Date.now();
   const c = spawn(process.execPath, [self, '--child', name, ...passOn], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';

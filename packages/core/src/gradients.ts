@@ -11,18 +11,38 @@
  *
  * Some gradients call kernels a backend does not implement (tfjs-wasm 4.22 has no `UnsortedSegmentSum`,
  * the gradient of `gather`). {@link ensureGradients} registers, for the active backend, a fallback for each such
- * kernel that runs tfjs-backend-cpu's implementation on the host copy of the inputs.
+ * kernel that runs on the host copy of the inputs (one pass, written here).
  * @module
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
 import { BackendError } from './errors.js';
 
-/** Kernels that gradients call and that some backends lack; {@link ensureGradients} adds CPU fallbacks. */
+/** Kernels that gradients call and that some backends lack; {@link ensureGradients} adds fallbacks. */
 export const GRADIENT_FALLBACK_KERNELS: readonly string[] = ['UnsortedSegmentSum'];
+
+/**
+ * `a [m, k] x b [k, n]` whose gradients are plain products of explicitly transposed operands
+ * (`dA = dY · transpose(b)`, `dB = transpose(a) · dY`). tfjs-core's own MatMul gradient multiplies with
+ * `transposeA`/`transposeB` set, which tfjs-wasm runs in a scalar loop (~3 GFLOP/s here) instead of XNNPACK
+ * (~30 GFLOP/s); the explicit transpose costs one copy. Same values as `tf.matMul`.
+ */
+export const matMulTrainable: (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D = tf.customGrad(
+  ((a: tf.Tensor2D, b: tf.Tensor2D, save: tf.GradSaveFunc) => {
+    save([a, b]);
+    return {
+      value: tf.matMul(a, b),
+      // each transposed copy is released as soon as its product is done (the backward keeps every other
+      // intermediate until it ends)
+      gradFunc: (dy: tf.Tensor2D, saved: tf.Tensor[]) => [
+        tf.tidy(() => tf.matMul(dy, tf.transpose(saved[1]!) as tf.Tensor2D)),
+        tf.tidy(() => tf.matMul(tf.transpose(saved[0]!) as tf.Tensor2D, dy)),
+      ],
+    };
+  }) as unknown as Parameters<typeof tf.customGrad>[0],
+) as unknown as (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D;
 
 /** What {@link ensureGradients} did. */
 export interface GradientSetup {
@@ -47,37 +67,34 @@ function bundlePath(): string {
   );
 }
 
-/** Runs a CPU kernel on host copies of wasm (or any backend's) inputs and writes the outputs back. */
-function cpuFallback(kernelName: string, cpuKernel: tf.KernelConfig): tf.KernelConfig {
+/**
+ * `UnsortedSegmentSum` on the host for backends that lack it: one pass over the input (tfjs-backend-cpu's kernel
+ * makes one pass per segment, quadratic for an embedding table's gradient). Ids outside [0, numSegments) are
+ * dropped, as in TensorFlow.
+ */
+function unsortedSegmentSumKernel(backendName: string): tf.KernelConfig {
   return {
-    kernelName,
-    backendName: tf.getBackend(),
+    kernelName: 'UnsortedSegmentSum',
+    backendName,
     kernelFunc: ({ inputs, backend, attrs }) => {
-      const cpu = tf.findBackend('cpu');
-      if (!cpu) throw new BackendError(tf.getBackend(), `the CPU fallback of ${kernelName} needs @tensorflow/tfjs-backend-cpu registered`);
+      const { x, segmentIds } = inputs as { x: tf.TensorInfo; segmentIds: tf.TensorInfo };
+      const numSegments = Number((attrs as { numSegments: number }).numSegments);
       const be = backend as tf.KernelBackend & { makeOutput?: (s: number[], d: tf.DataType, o?: number, v?: unknown) => tf.TensorInfo };
-      const moved: Record<string, tf.TensorInfo> = {};
-      const created: tf.DataId[] = [];
-      for (const [k, t] of Object.entries(inputs)) {
-        const info = t as tf.TensorInfo;
-        const values = be.readSync(info.dataId);
-        const dataId = cpu.write(values, info.shape, info.dtype);
-        created.push(dataId);
-        moved[k] = { dataId, shape: info.shape, dtype: info.dtype };
+      const values = be.readSync(x.dataId) as Float32Array | Int32Array;
+      const ids = be.readSync(segmentIds.dataId) as Int32Array;
+      const n = ids.length;
+      const inner = n === 0 ? 0 : values.length / n;
+      const out = x.dtype === 'int32' ? new Int32Array(numSegments * inner) : new Float32Array(numSegments * inner);
+      for (let i = 0; i < n; i++) {
+        const s = ids[i]!;
+        if (s < 0 || s >= numSegments) continue;
+        const o = s * inner;
+        const v = i * inner;
+        for (let j = 0; j < inner; j++) out[o + j] += values[v + j]!;
       }
-      try {
-        const result = cpuKernel.kernelFunc({ inputs: moved, backend: cpu, attrs: attrs ?? {} });
-        const outs = Array.isArray(result) ? result : [result];
-        const back = outs.map((o) => {
-          const values = cpu.readSync(o.dataId);
-          created.push(o.dataId);
-          if (typeof be.makeOutput === 'function') return be.makeOutput([...o.shape], o.dtype, undefined, values);
-          return { dataId: be.write(values as tf.backend_util.BackendValues, o.shape, o.dtype), shape: o.shape, dtype: o.dtype };
-        });
-        return Array.isArray(result) ? back : back[0]!;
-      } finally {
-        for (const id of created) cpu.disposeData(id);
-      }
+      const shape = [numSegments, ...x.shape.slice(segmentIds.shape.length)];
+      if (typeof be.makeOutput === 'function') return be.makeOutput(shape, x.dtype, undefined, out);
+      return { dataId: be.write(out, shape, x.dtype), shape, dtype: x.dtype };
     },
   };
 }
@@ -104,12 +121,9 @@ export function ensureGradients(): GradientSetup {
   const fallbacks: string[] = [];
   const backendName = tf.getBackend();
   if (backendName !== 'cpu') {
-    for (const k of GRADIENT_FALLBACK_KERNELS) {
-      if (tf.getKernel(k, backendName)) continue;
-      const cpuKernel = tf.getKernel(k, 'cpu');
-      if (!cpuKernel) continue;
-      tf.registerKernel(cpuFallback(k, cpuKernel));
-      fallbacks.push(k);
+    if (!tf.getKernel('UnsortedSegmentSum', backendName)) {
+      tf.registerKernel(unsortedSegmentSumKernel(backendName));
+      fallbacks.push('UnsortedSegmentSum');
     }
   }
   return { source: registered ?? 'already registered', fallbacks };

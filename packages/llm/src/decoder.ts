@@ -14,7 +14,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  ConsoleLogger, FLOAT_DTYPES, ModelLoadError, ModelResolver, readJsonFile, SafetensorsCheckpoint, ShapeError,
+  matMulTrainable, ConsoleLogger, FLOAT_DTYPES, ModelLoadError, ModelResolver, readJsonFile, SafetensorsCheckpoint, ShapeError,
   writeSafetensors, type Logger, type WritableTensor,
 } from '@multimeditron/core';
 import { KVCache } from './cache.js';
@@ -126,9 +126,9 @@ export interface LayerWeights {
   gateB?: tf.Tensor; upB?: tf.Tensor; downB?: tf.Tensor;
 }
 
-/** x W + b with W already [in, out]. */
-function dense(x2d: tf.Tensor2D, wT: tf.Tensor2D, b?: tf.Tensor): tf.Tensor2D {
-  const y = tf.matMul(x2d, wT);
+/** x W + b with W already [in, out]; `training` uses the product whose gradients stay on the fast kernels. */
+function dense(x2d: tf.Tensor2D, wT: tf.Tensor2D, b?: tf.Tensor, training = false): tf.Tensor2D {
+  const y = training ? matMulTrainable(x2d, wT) : tf.matMul(x2d, wT);
   return (b ? tf.add(y, b) : y) as tf.Tensor2D;
 }
 
@@ -159,6 +159,11 @@ export class DecoderForCausalLM {
 
   /** The parameters by Hugging Face key (linear weights transposed: see {@link ParameterSpec}). */
   readonly params = new Map<string, tf.Variable>();
+  /**
+   * Training mode: the projections use {@link matMulTrainable}, whose backward stays on tfjs-wasm's fast
+   * (XNNPACK) products. Same forward values; a little overhead per call, so off for inference. The trainer sets it.
+   */
+  training = false;
   /** `generation_config.json` of the folder ({} when absent). */
   generationConfig: GenerationConfigJSON = {};
   /** Per-layer view of {@link params} (set when the weights are bound). */
@@ -479,8 +484,9 @@ export class DecoderForCausalLM {
   headLogits(hidden: tf.Tensor2D): tf.Tensor2D {
     if (!this.lmHeadT) throw new ShapeError('the decoder has no weights (disposed, or not loaded)');
     return tf.tidy(() => {
-      if (this.config.tieWordEmbeddings && this.embedTokens.trainable) return tf.matMul(hidden, tf.transpose(this.embedTokens) as tf.Tensor2D);
-      return tf.matMul(hidden, this.lmHeadT!);
+      const mm = this.training ? matMulTrainable : (a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D => tf.matMul(a, b);
+      if (this.config.tieWordEmbeddings && this.embedTokens.trainable) return mm(hidden, tf.transpose(this.embedTokens) as tf.Tensor2D);
+      return mm(hidden, this.lmHeadT!);
     });
   }
 
@@ -530,9 +536,9 @@ export class DecoderForCausalLM {
     const nKV = c.numKeyValueHeads;
     const D = c.headDim;
     const g = nH / nKV;
-    let q = tf.reshape(dense(x, L.qT, L.qB), [B, T, nH, D]) as tf.Tensor4D;
-    let k = tf.reshape(dense(x, L.kT, L.kB), [B, T, nKV, D]) as tf.Tensor4D;
-    const v = tf.reshape(dense(x, L.vT, L.vB), [B, T, nKV, D]) as tf.Tensor4D;
+    let q = tf.reshape(dense(x, L.qT, L.qB, this.training), [B, T, nH, D]) as tf.Tensor4D;
+    let k = tf.reshape(dense(x, L.kT, L.kB, this.training), [B, T, nKV, D]) as tf.Tensor4D;
+    const v = tf.reshape(dense(x, L.vT, L.vB, this.training), [B, T, nKV, D]) as tf.Tensor4D;
     if (L.qNorm && L.kNorm) {
       q = rmsNorm(q, L.qNorm, c.rmsNormEps) as tf.Tensor4D;
       k = rmsNorm(k, L.kNorm, c.rmsNormEps) as tf.Tensor4D;
@@ -550,7 +556,7 @@ export class DecoderForCausalLM {
     const probs = tf.reshape(tf.softmax(scores, -1), [B * nKV, g * T, Tk]) as tf.Tensor3D;
     const o = tf.matMul(probs, tf.reshape(vh, [B * nKV, Tk, D]) as tf.Tensor3D); // [B*nKV, g*T, D] = [B, nH, T, D]
     const merged = tf.reshape(tf.transpose(tf.reshape(o, [B, nH, T, D]), [0, 2, 1, 3]), [B * T, nH * D]) as tf.Tensor2D;
-    return dense(merged, L.oT, L.oB);
+    return dense(merged, L.oT, L.oB, this.training);
   }
 
   /** The activation of the MLP (`hidden_act`), on [n, intermediate]. Layer i is given for families with per-layer parameters. */
@@ -566,9 +572,9 @@ export class DecoderForCausalLM {
   /** The MLP of one layer: down(act(gate(x)) * up(x)), or down(act(up(x))) without a gate. */
   protected mlp(i: number, x: tf.Tensor2D): tf.Tensor2D {
     const L = this.layerWeights[i]!;
-    const up = dense(x, L.upT, L.upB);
-    const h = L.gateT ? tf.mul(this.activation(i, dense(x, L.gateT, L.gateB)), up) : this.activation(i, up);
-    return dense(h as tf.Tensor2D, L.downT, L.downB);
+    const up = dense(x, L.upT, L.upB, this.training);
+    const h = L.gateT ? tf.mul(this.activation(i, dense(x, L.gateT, L.gateB, this.training)), up) : this.activation(i, up);
+    return dense(h as tf.Tensor2D, L.downT, L.downB, this.training);
   }
 
   /** A loaded parameter by checkpoint key (linear weights transposed); for families' own hooks. */

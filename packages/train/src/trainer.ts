@@ -557,6 +557,7 @@ export class Trainer {
       this.loaderPool = new ModalityLoaderPool(this.mm.loaders);
       await this.readData();
       this.params = applyTrainingMode(this.model, this.config.training_mode);
+      this.model.llm.training = true;
       if (this.params.length === 0) throw new TrainingError('E_NOTHING_TO_TRAIN', `${this.config.training_mode} leaves no trainable parameter in this model`);
       this.planSteps();
       this.buildOptimizer();
