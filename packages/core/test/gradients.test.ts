@@ -24,7 +24,7 @@ test('matMulTrainable has the values and gradients of tf.matMul', () => {
   const a = tf.variable(tf.randomNormal([5, 7], 0, 1, 'float32', 1));
   const b = tf.variable(tf.randomNormal([7, 3], 0, 1, 'float32', 2));
   const dy = tf.randomNormal([5, 3], 0, 1, 'float32', 3);
-  const ours = tf.variableGrads(() => tf.sum(tf.mul(matMulTrainable(a, b), dy)) as tf.Scalar, [a, b]);
+  const ours = tf.variableGrads(() => tf.sum(tf.mul(matMulTrainable(a as tf.Tensor2D, b as tf.Tensor2D), dy)) as tf.Scalar, [a, b]);
   const ref = tf.variableGrads(() => tf.sum(tf.mul(tf.matMul(a, b), dy)) as tf.Scalar, [a, b]);
   expect(ours.value.dataSync()[0]).toBeCloseTo(ref.value.dataSync()[0]!, 4);
   for (const v of [a, b]) {
