@@ -17,7 +17,8 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs-core';
 import { selectBackend } from '@multimeditron/core';
-import { LlamaForCausalLM, generate, parseDecoderConfig } from '@multimeditron/llm';
+import { generate } from '@multimeditron/llm';
+import { buildRandomLlama, makeIds as ids } from './random-llama.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, def) => {
@@ -53,34 +54,6 @@ const wasmHeapMB = () => {
   const b = tf.engine().backendInstance;
   return b?.wasm?.HEAPU8 ? MB(b.wasm.HEAPU8.buffer.byteLength) : undefined;
 };
-
-/** A Llama whose weights are drawn in place (normal * 0.02, norms 1, seeded): no checkpoint file needed. */
-class RandomLlama extends LlamaForCausalLM {
-  randomise(seed) {
-    for (const s of this.parameterSpecs()) {
-      // linear weights are stored transposed ([in, out]); the values are i.i.d., so drawing them in that shape is the same
-      const shape = s.kind === 'linear' ? [s.shape[1], s.shape[0]] : s.shape;
-      const init = s.key.endsWith('norm.weight') ? tf.ones(shape) : tf.randomNormal(shape, 0, 0.02, 'float32', seed++);
-      this.params.set(s.key, tf.variable(init, false));
-      init.dispose();
-    }
-    this.bindWeights();
-  }
-}
-
-function build(s) {
-  const config = parseDecoderConfig({
-    model_type: 'llama', vocab_size: s.vocab, hidden_size: s.hidden, intermediate_size: s.inter, num_hidden_layers: s.layers,
-    num_attention_heads: s.heads, num_key_value_heads: s.kv, rms_norm_eps: 1e-5, rope_theta: s.theta,
-    max_position_embeddings: 8192, tie_word_embeddings: true, hidden_act: 'silu',
-  }, '<bench>');
-  const m = new RandomLlama(config);
-  m.randomise(1);
-  return m;
-}
-
-/** Deterministic pseudo-random token ids. */
-const ids = (n, vocab, seed) => Array.from({ length: n }, (_, i) => (seed * 7919 + i * 104729 + ((i * i) % 997)) % vocab);
 
 /** One forward of `tokens` (extending `cache`), last-position logits; returns the greedy next id (synchronises). */
 function step(model, tokens, cache) {
@@ -143,7 +116,7 @@ async function runShape(name) {
   const sampler = setInterval(sample, 50);
   const choice = await selectBackend({ backend });
   const t0 = performance.now();
-  const model = build(s);
+  const model = buildRandomLlama(s);
   const buildSeconds = (performance.now() - t0) / 1000;
   const params = model.variables().reduce((n, v) => n + v.size, 0);
   const r = { shape: name, backend: choice.backend, params, buildSeconds: +buildSeconds.toFixed(1) };

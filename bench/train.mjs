@@ -27,7 +27,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { ensureGradients, selectBackend } from '@multimeditron/core';
-import { LlamaForCausalLM, parseDecoderConfig } from '@multimeditron/llm';
+import { buildRandomLlama, makeIds } from './random-llama.mjs';
 import { AdamW, causalLmLoss, clipGradNorm, decayGroups, lossTargets } from '@multimeditron/train';
 
 const args = process.argv.slice(2);
@@ -67,32 +67,6 @@ const progress = (stage, extra = {}) => {
 };
 
 /** A Llama whose weights are drawn in place (normal * 0.02, norms 1, seeded), as in bench/llm.mjs. */
-class RandomLlama extends LlamaForCausalLM {
-  randomise(seed) {
-    for (const s of this.parameterSpecs()) {
-      const shape = s.kind === 'linear' ? [s.shape[1], s.shape[0]] : s.shape;
-      const init = s.key.endsWith('norm.weight') ? tf.ones(shape) : tf.randomNormal(shape, 0, 0.02, 'float32', seed++);
-      this.params.set(s.key, tf.variable(init, false));
-      init.dispose();
-    }
-    this.bindWeights();
-  }
-}
-
-function build(s) {
-  const config = parseDecoderConfig({
-    model_type: 'llama', vocab_size: s.vocab, hidden_size: s.hidden, intermediate_size: s.inter, num_hidden_layers: s.layers,
-    num_attention_heads: s.heads, num_key_value_heads: s.kv, rms_norm_eps: 1e-5, rope_theta: s.theta,
-    max_position_embeddings: 8192, tie_word_embeddings: true, hidden_act: 'silu',
-  }, '<bench>');
-  const m = new RandomLlama(config);
-  m.randomise(1);
-  return m;
-}
-
-/** Deterministic pseudo-random token ids (as bench/llm.mjs). */
-const makeIds = (n, vocab, seed) => Array.from({ length: n }, (_, i) => (seed * 7919 + i * 104729 + ((i * i) % 997)) % vocab);
-
 /**
  * The loss of one sample: `rows` [64, hidden] followed by the embeddings of ids[64:], the decoder forward without
  * logits, then the causal-LM loss of `targets` through the differentiable head. Called inside tf.variableGrads.
@@ -110,7 +84,7 @@ async function runCase(name) {
   const choice = await selectBackend({ backend });
   const gradients = ensureGradients();
   const t0 = performance.now();
-  const model = build(SHAPE);
+  const model = buildRandomLlama(SHAPE);
   const r = { case: name, shape: SHAPE.name, backend: choice.backend, seq, params: model.variables().reduce((n, v) => n + v.size, 0),
     buildSeconds: +((performance.now() - t0) / 1000).toFixed(1), gradientFallbacks: gradients.fallbacks };
   progress('built', { params: r.params });
