@@ -3,7 +3,7 @@
 // extensionless imports that plain Node cannot load) into one CommonJS file that core's ensureGradients()
 // requires. The bundle registers every gradient into the process-wide registry of the tfjs-core already
 // loaded (the registry and the engine are globals); its ops run on that same engine.
-// Usage: node scripts/build-gradients.mjs [--check]   (run by `npm run build`)
+// Usage: node scripts/build-gradients.mjs   (run by `npm run build`)
 import { build } from 'esbuild';
 import { createRequire } from 'node:module';
 import { promises as fs } from 'node:fs';

@@ -20,8 +20,6 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { BackendError } from './errors.js';
 
-/** Kernels that gradients call and that some backends lack; {@link ensureGradients} adds fallbacks. */
-export const GRADIENT_FALLBACK_KERNELS: readonly string[] = ['UnsortedSegmentSum'];
 
 /**
  * `a [m, k] x b [k, n]` whose gradients are plain products of explicitly transposed operands
@@ -48,7 +46,7 @@ export const matMulTrainable: (a: tf.Tensor2D, b: tf.Tensor2D) => tf.Tensor2D = 
 export interface GradientSetup {
   /** Where the gradient registrations came from (`already registered`, or the bundle's path). */
   source: string;
-  /** Kernels given a CPU fallback on the active backend. */
+  /** Kernels given a host fallback on the active backend. */
   fallbacks: string[];
 }
 
@@ -99,12 +97,17 @@ function unsortedSegmentSumKernel(backendName: string): tf.KernelConfig {
   };
 }
 
+/** Host fallbacks, by kernel name, for kernels that gradients call and that some backends lack. */
+const FALLBACKS: Record<string, (backendName: string) => tf.KernelConfig> = { UnsortedSegmentSum: unsortedSegmentSumKernel };
+/** Kernels that gradients call and that some backends lack; {@link ensureGradients} adds host fallbacks. */
+export const GRADIENT_FALLBACK_KERNELS: readonly string[] = Object.keys(FALLBACKS);
+
 let registered: string | undefined;
 
 /**
  * Makes `tf.grad`, `tf.variableGrads` and optimizers work: registers tfjs-core's gradients once per process
  * (a no-op when something else, e.g. `@tensorflow/tfjs` or jest's ESM loading, already did), then gives the
- * active backend CPU fallbacks for the kernels of {@link GRADIENT_FALLBACK_KERNELS} it lacks. Call it after the
+ * active backend host fallbacks for the kernels of {@link GRADIENT_FALLBACK_KERNELS} it lacks. Call it after the
  * backend is selected (again after switching backends). Idempotent.
  */
 export function ensureGradients(): GradientSetup {
@@ -120,11 +123,10 @@ export function ensureGradients(): GradientSetup {
   }
   const fallbacks: string[] = [];
   const backendName = tf.getBackend();
-  if (backendName !== 'cpu') {
-    if (!tf.getKernel('UnsortedSegmentSum', backendName)) {
-      tf.registerKernel(unsortedSegmentSumKernel(backendName));
-      fallbacks.push('UnsortedSegmentSum');
-    }
+  for (const [name, make] of Object.entries(FALLBACKS)) {
+    if (tf.getKernel(name, backendName)) continue;
+    tf.registerKernel(make(backendName));
+    fallbacks.push(name);
   }
   return { source: registered ?? 'already registered', fallbacks };
 }

@@ -46,7 +46,7 @@ export interface TrainingArgs {
   logging_steps: number;
   logging_first_step: boolean;
   seed: number;
-  /** Load the best... not supported: always false. Kept so that configs that set it false validate. */
+  /** Drop the last, incomplete micro-batch of each epoch. */
   dataloader_drop_last: boolean;
 }
 

@@ -19,7 +19,7 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import {
-  Collator, ConfigValidationError, ConsoleLogger, createMultimeditron, ensureGradients, mergeEmbeddings, modalityValueKind, MultimeditronError,
+  Collator, ConfigValidationError, ConsoleLogger, createMultimeditron, ensureGradients, isHfDatasetDir, mergeEmbeddings, modalityValueKind, MultimeditronError,
   ModalityLoaderPool, openDataset, readSafetensors, writeSafetensors, type BaseModality, type CollatedBatch,
   type EncodedSample, type HostTensor, type LoaderSpec, type Logger, type Multimeditron, type Sample,
 } from '@multimeditron/core';
@@ -27,6 +27,7 @@ import { MultiMeditronModel, SeededRandom, type MultiMeditronConfigJSON } from '
 import { readTrainConfig, type TrainConfig } from './config.js';
 import { FeatureCache } from './feature-cache.js';
 import { causalLmLoss, lossTargets } from './loss.js';
+import { writeTrainingPlots, type LogEntry as PlotLogEntry } from './plot.js';
 import { applyTrainingMode, MODE_PARTS, type TrainingMode } from './modes.js';
 import { AdamW, clipGradNorm, decayGroups, SGD, type NamedParameter, type Optimizer, type OptimizerState } from './optim.js';
 import { createSchedule, type LrSchedule } from './schedule.js';
@@ -38,14 +39,9 @@ export class TrainingError extends MultimeditronError {
   }
 }
 
-/** One entry of `log_history` (HF names). */
-export interface LogEntry {
-  step: number;
+/** One entry of `log_history` (HF names); the trainer always writes the epoch. */
+export interface LogEntry extends PlotLogEntry {
   epoch: number;
-  loss?: number;
-  grad_norm?: number;
-  learning_rate?: number;
-  [key: string]: unknown;
 }
 
 /** Progress after every optimizer step (for progress bars). */
@@ -221,8 +217,8 @@ export class Trainer {
 
   /** Reads a YAML config and builds a trainer. */
   static async fromFile(file: string, options: TrainerOptions = {}): Promise<Trainer> {
-    const warn = (m: string) => (options.logger ?? options.mm?.logger)?.warn(m) ?? console.warn(m);
-    return new Trainer(await readTrainConfig(file, { warn }), options);
+    const logger = options.logger ?? options.mm?.logger ?? new ConsoleLogger();
+    return new Trainer(await readTrainConfig(file, { warn: (m) => logger.warn(m) }), options);
   }
 
   private get args() {
@@ -363,20 +359,21 @@ export class Trainer {
       for (const [j, input] of rec.sample.modalities.entries()) {
         const modality = this.model.modalityFor(input.type);
         const key = FeatureCache.key(rec.index, j);
-        const cacheable = !encodersTrain && modality.canCacheFeatures && this.cache;
-        const hit = cacheable ? await this.cache!.get(key) : undefined;
-        if (hit) {
-          mods.push({ modality, features: hit, rows: hit.shape[0]! * modality.projector.outputTokens(hit.shape[1]!) });
+        // a frozen encoder that splits off its projector: its output is computed once (and cached when there is a cache)
+        const frozen = !encodersTrain && modality.canCacheFeatures;
+        const features = frozen ? await this.cache?.get(key) : undefined;
+        if (features) {
+          mods.push({ modality, features, rows: features.shape[0]! * modality.projector.outputTokens(features.shape[1]!) });
           continue;
         }
         const raw = await this.loaderPool.load(input, { baseDir: rec.baseDir, loaders: this.loaderSpecs(input.value) });
         const parts = modality.processor.processAll({ type: input.type, value: raw }).map((p) => p.value);
-        if (!encodersTrain && modality.canCacheFeatures) {
+        if (frozen) {
           const t = modality.projectorInputs(parts);
-          const features = { data: t.dataSync() as Float32Array, shape: [...t.shape] };
+          const computed = { data: t.dataSync() as Float32Array, shape: [...t.shape] };
           t.dispose();
-          if (cacheable) await this.cache!.set(key, features);
-          mods.push({ modality, features, rows: features.shape[0]! * modality.projector.outputTokens(features.shape[1]!) });
+          await this.cache?.set(key, computed);
+          mods.push({ modality, features: computed, rows: computed.shape[0]! * modality.projector.outputTokens(computed.shape[1]!) });
         } else {
           mods.push({ modality, parts, rows: parts.length * this.tokensPerInput(modality, parts) });
         }
@@ -532,11 +529,9 @@ export class Trainer {
 
   private async drawPlots(): Promise<void> {
     if (this.options.plots === false) return;
-    const history = this.logHistory.filter((e) => e.loss !== undefined || e.learning_rate !== undefined);
-    if (!history.length) return;
+    if (!this.logHistory.some((e) => e.loss !== undefined || e.learning_rate !== undefined)) return;
     try {
-      const { writeTrainingPlots } = await import('./plot.js');
-      await writeTrainingPlots(this.outputDir, history);
+      await writeTrainingPlots(this.outputDir, this.logHistory);
     } catch (e) {
       this.logger.warn(`could not draw the training plots: ${(e as Error).message}`);
     }
@@ -581,7 +576,8 @@ export class Trainer {
     const GA = a.gradient_accumulation_steps;
     const checkpoints: string[] = [];
     let stopped = false;
-    const stepTimes: number[] = [];
+    let stepTimeSum = 0;
+    let stepsThisRun = 0;
     let order = epochOrder(this.records.length, a.seed, this.stream.epoch);
     const metricsFile = path.join(this.outputDir, 'metrics.jsonl');
     const t0 = Date.now();
@@ -650,8 +646,9 @@ export class Trainer {
         order = epochOrder(this.records.length, a.seed, this.stream.epoch);
       }
       const epoch = this.stream.epoch + this.stream.micro_step / this.microPerEpoch;
-      stepTimes.push(Date.now() - stepStart);
-      const meanStep = stepTimes.reduce((x, y) => x + y, 0) / stepTimes.length;
+      stepTimeSum += Date.now() - stepStart;
+      stepsThisRun++;
+      const meanStep = stepTimeSum / stepsThisRun;
       const elapsed = (Date.now() - t0) / 1000;
       this.options.onStep?.({
         step: this.globalStep, maxSteps: this.maxSteps, epoch, loss: stepLoss, learningRate: lr, gradNorm, tokens: stepTokens,
@@ -746,7 +743,7 @@ export async function datasetFiles(p: string): Promise<string[]> {
     throw new TrainingError('E_DATASET', `datasets: ${p} cannot be read: ${e.message}`);
   });
   if (!st.isDirectory()) return [p];
-  if ((await exists(path.join(p, 'state.json'))) || (await exists(path.join(p, 'dataset_dict.json')))) return [p];
+  if (isHfDatasetDir(p)) return [p];
   const files = (await fs.readdir(p)).filter((f) => /\.(jsonl|ndjson|parquet|pq)$/i.test(f)).sort();
   if (!files.length) throw new TrainingError('E_DATASET', `datasets: ${p} holds no .jsonl or .parquet file`);
   return files.map((f) => path.join(p, f));

@@ -11,10 +11,10 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { MultimeditronError } from '@multimeditron/core';
-import { lastCheckpoint, readTrainConfig, train, TRAINER_STATE_FILE, type LogEntry, type StepProgress, type TrainResult } from '@multimeditron/train';
+import { lastCheckpoint, readTrainConfig, train, TRAINER_STATE_FILE, writeTrainingPlots, type LogEntry, type StepProgress, type TrainResult } from '@multimeditron/train';
 import { createHost, type HostOptions } from '../host.js';
 import { CliExit, EXIT_OK, EXIT_USAGE } from '../errors.js';
-import { formatDuration, PROGRESS_MODES, type ProgressMode, type ProgressStream } from '../internal/progress.js';
+import { fitBar, formatDuration, PROGRESS_MODES, type ProgressMode, type ProgressStream } from '../internal/progress.js';
 
 /** Options of the train command. */
 export interface TrainCommandOptions extends HostOptions {
@@ -29,9 +29,7 @@ export const EXIT_INTERRUPTED = 130;
 export function renderTrainBar(p: StepProgress, width: number): string {
   const frac = Math.min(1, p.step / p.maxSteps);
   const tail = ` ${p.step}/${p.maxSteps} · loss ${p.loss.toFixed(4)} · lr ${p.learningRate.toExponential(2)} · ${p.tokensPerSecond.toFixed(0)} tok/s · ETA ${formatDuration(p.etaSeconds * 1000)}${p.skippedSamples ? ` · ${p.skippedSamples} skipped` : ''}`;
-  const barWidth = Math.max(10, Math.min(30, width - tail.length - 3));
-  const full = Math.round(frac * barWidth);
-  return `[${'#'.repeat(full)}${'-'.repeat(barWidth - full)}]${tail}`.slice(0, width - 1);
+  return fitBar(frac, tail, width, 30);
 }
 
 /** Runs `train`; returns the exit code. */
@@ -117,8 +115,7 @@ export async function readLogHistory(dir: string): Promise<LogEntry[]> {
 /** Runs `plot`; returns the exit code. */
 export async function runPlot(dir: string, stdout: { write(s: string): unknown } = process.stdout): Promise<number> {
   const history = await readLogHistory(path.resolve(dir));
-  const { writeTrainingPlots } = await import('@multimeditron/train');
-  const files = await writeTrainingPlots(path.resolve(dir), history.filter((e) => e.loss !== undefined || e.learning_rate !== undefined));
+  const files = await writeTrainingPlots(path.resolve(dir), history);
   stdout.write(`${JSON.stringify(files)}\n`);
   return EXIT_OK;
 }

@@ -41,8 +41,13 @@ export function renderBar(e: Extract<EmbeddingProgress, { type: 'progress' }>, w
   const frac = todo ? Math.min(1, e.done / todo) : undefined;
   const counts = todo === undefined ? `${e.done}` : `${e.done}/${todo}`;
   const tail = ` ${frac === undefined ? '' : `${String(Math.floor(frac * 100)).padStart(3)}% `}${counts} · ${e.samplesPerSec.toFixed(1)} samples/s · ETA ${formatDuration(e.etaMs)}${e.failed ? ` · ${e.failed} failed` : ''}`;
-  const barWidth = Math.max(10, Math.min(40, width - tail.length - 3));
   if (frac === undefined) return `embedding${tail}`.slice(0, width - 1);
+  return fitBar(frac, tail, width, 40);
+}
+
+/** `[####----]` for `frac` followed by `tail`, the bar at most `maxBar` wide, the line cut to `width - 1` columns. */
+export function fitBar(frac: number, tail: string, width: number, maxBar: number): string {
+  const barWidth = Math.max(10, Math.min(maxBar, width - tail.length - 3));
   const full = Math.round(frac * barWidth);
   return `[${'#'.repeat(full)}${'-'.repeat(barWidth - full)}]${tail}`.slice(0, width - 1);
 }
